@@ -1,0 +1,414 @@
+"""A SimulationRequest end to end: build children → geometry checks → physics child → artifacts.
+
+Trusted code in the worker's process. The agent's code only ever runs in a build child; the
+verdict comes from the physics child, which never ran it. Every job works in its own temporary
+directory, removed when the job ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlparse
+
+import structlog
+from pydantic import ValidationError
+
+from common.models.simulation import (
+    CadSource,
+    FailureKind,
+    SimulationRequest,
+    SimulationResult,
+)
+from worker.errors import InfrastructureError, InvalidRequest
+from worker.sandbox.launcher import Launcher, LaunchSpec, SubprocessLauncher
+from worker.sandbox.protocol import ProgressFrame
+from worker.sandbox.supervisor import ChildOutcome, LaunchError, classify, run_child
+from worker.settings import Settings
+from worker.simulation.geometry import Geometry, GeometryError, merge, validate_geometry
+from worker.simulation.loop import Progress, ProgressFn
+from worker.simulation.render import report_markdown
+from worker.storage.base import ArtifactStore
+
+log = structlog.get_logger("simjail.pipeline")
+
+CONTENT_TYPES = {
+    "video": "video/mp4",
+    "poster": "image/png",
+    "mjcf": "application/xml",
+    "report": "text/markdown",
+    "geometry": "application/json",
+    "logs": "text/plain",
+    "result": "application/json",
+}
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for key, dist in (
+        ("simjail", "simjail"),
+        ("mujoco", "mujoco-core"),
+        ("build123d", "build123d"),
+    ):
+        try:
+            out[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[key] = "unknown"
+    return out
+
+
+def policy_digest(launcher: Launcher, settings: Settings) -> str:
+    """Hash of the policy that judged a run: the launcher and every limit it enforced."""
+    policy = {
+        "launcher": launcher.name,
+        **settings.model_dump(mode="json", exclude={"data_dir", "artifacts_dir"}),
+    }
+    return "sha256:" + hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()
+
+
+class _Failed(Exception):
+    def __init__(self, kind: FailureKind, reason: str) -> None:
+        self.kind, self.reason = kind, reason
+
+
+class Job:
+    """One request's run. Use `run_request` unless you need the pieces."""
+
+    def __init__(
+        self,
+        request: SimulationRequest,
+        settings: Settings,
+        store: ArtifactStore,
+        *,
+        launcher: Launcher | None = None,
+        on_progress: ProgressFn | None = None,
+    ) -> None:
+        self.request = request
+        self.settings = settings.effective(request)
+        self.store = store
+        self.launcher = launcher or SubprocessLauncher()
+        self.on_progress = on_progress
+        self.phases: dict[str, float] = {}
+        self.resources: dict[str, dict[str, float]] = {}
+        self.logs: list[str] = []
+        self.log = log.bind(request_id=request.request_id)
+
+    # --- public ----------------------------------------------------------------------------------
+
+    def run(self) -> SimulationResult:
+        t0 = time.monotonic()
+        workdir = Path(tempfile.mkdtemp(prefix=f"simjail-{self.request.request_id[:32]}-"))
+        try:
+            try:
+                geom = self._build_all(workdir)
+                payload = self._physics(workdir, geom)
+            except _Failed as f:
+                return self._publish(workdir, f.kind, f.reason, {}, {}, t0)
+            failure = FailureKind(payload["failure"]) if payload.get("failure") else None
+            return self._publish(
+                workdir / "physics",
+                failure,
+                str(payload["reason"]),
+                payload.get("metrics") or {},
+                payload.get("files") or {},
+                t0,
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    # --- build -----------------------------------------------------------------------------------
+
+    def _build_all(self, workdir: Path) -> Geometry:
+        t = time.monotonic()
+        self._progress(Progress("build", 0.0, 0.0))
+        sources: list[tuple[Literal["design", "environment"], CadSource]] = [
+            ("design", self.request.design)
+        ]
+        if self.request.environment is not None:
+            sources.append(("environment", self.request.environment))
+        # Each source in its own child, both at once: the build123d import (~2 s) dominates.
+        try:
+            with ThreadPoolExecutor(max_workers=len(sources)) as pool:
+                futures = [pool.submit(self._build_one, workdir, k, s) for k, s in sources]
+                results = [f.result() for f in futures]
+        finally:
+            self.phases["build"] = time.monotonic() - t
+        design = results[0]
+        env = results[1] if len(results) > 1 else None
+        geom = merge(design, env)
+        try:
+            validate_geometry(
+                geom,
+                max_parts=self.settings.max_parts,
+                max_triangles=self.settings.max_triangles,
+            )
+        except GeometryError as e:
+            raise _Failed(FailureKind(e.kind), f"The geometry was rejected: {e.message}.") from None
+        (workdir / "geometry.json").write_text(geom.model_dump_json())
+        return geom
+
+    def _build_one(
+        self, workdir: Path, kind: Literal["design", "environment"], src: CadSource
+    ) -> Geometry:
+        jobdir = workdir / f"build-{kind}"
+        jobdir.mkdir()
+        job: dict[str, Any] = {"source_kind": kind, "filename": f"{kind}.py"}
+        code, step = self._resolve(src, kind)
+        if code is not None:
+            job["code"] = code
+        else:
+            assert step is not None
+            (jobdir / "input.step").write_bytes(step)
+            job["step_path"] = str(jobdir / "input.step")
+            job["filename"] = f"{kind}.step"
+        (jobdir / "job.json").write_text(json.dumps(job))
+        out = self._run_child(
+            LaunchSpec(
+                name=f"{kind} build",
+                module="worker.sandbox.build_child",
+                job_path=jobdir / "job.json",
+                workdir=jobdir,
+                wall_s=self.settings.build_wall_s,
+            ),
+            resource_key=f"build_{kind}",
+        )
+        failed = classify(out)
+        if failed is not None:
+            raise _Failed(*failed)
+        if out.error is not None:
+            where = "" if kind == "design" else "Environment: "
+            raise _Failed(FailureKind(out.error.kind), where + out.error.message)
+        assert out.result is not None
+        try:
+            geom = Geometry.model_validate(out.result.payload)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise _Failed(
+                FailureKind.INVALID_GEOMETRY,
+                f"The {kind} geometry is malformed at {loc}: {err['msg']}",
+            ) from None
+        if any(p.source != kind for p in geom.parts):
+            raise _Failed(
+                FailureKind.PROTOCOL_VIOLATION, f"The {kind} build mislabelled its parts."
+            )
+        return geom
+
+    def _resolve(self, src: CadSource, kind: str) -> tuple[str | None, bytes | None]:
+        if src.code is not None:
+            return src.code, None
+        if src.step is not None:
+            return None, src.step
+        assert src.uri is not None
+        u = urlparse(src.uri)
+        if u.scheme != "file":
+            raise InfrastructureError(f"{kind}.uri: no store is configured for {u.scheme}:// URLs")
+        path = Path(unquote(u.path))
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise InvalidRequest(f"{kind}.uri: cannot read {path}: {e.strerror}") from None
+        if path.suffix.lower() in (".step", ".stp"):
+            return None, data
+        try:
+            return CadSource(code=data.decode("utf-8")).code, None
+        except (UnicodeDecodeError, ValidationError) as e:
+            raise InvalidRequest(
+                f"{kind}.uri: {path} is not a UTF-8 source under the size cap: {e}"
+            ) from None
+
+    # --- physics ---------------------------------------------------------------------------------
+
+    def _physics(self, workdir: Path, geom: Geometry) -> dict[str, Any]:
+        jobdir = workdir / "physics"
+        jobdir.mkdir()
+        wall = self.settings.physics_wall_s
+        job = {
+            "geometry": geom.model_dump(mode="json"),
+            "objectives": self.request.objectives.model_dump(mode="json"),
+            "options": self.request.options.model_dump(mode="json"),
+            # The child stops itself a little before the supervisor would kill it, so a slow
+            # run still reports what it measured.
+            "wall_s": max(1.0, wall - 5.0),
+        }
+        (jobdir / "job.json").write_text(json.dumps(job))
+        out = self._run_child(
+            LaunchSpec(
+                name="physics",
+                module="worker.sandbox.physics_child",
+                job_path=jobdir / "job.json",
+                workdir=jobdir,
+                wall_s=wall,
+            ),
+            resource_key="physics",
+        )
+        failed = classify(out)
+        if failed is not None:
+            raise _Failed(*failed)
+        assert out.result is not None
+        payload = out.result.payload
+        if payload.get("status") == "infra":
+            raise InfrastructureError(str(payload.get("message")))
+        for key, s in (payload.get("metrics") or {}).get("phases_s", {}).items():
+            self.phases[key] = s
+        return payload
+
+    # --- shared ----------------------------------------------------------------------------------
+
+    def _run_child(self, spec: LaunchSpec, resource_key: str) -> ChildOutcome:
+        self.log.info("child.start", phase=spec.name, launcher=self.launcher.name)
+
+        def relay(f: ProgressFrame) -> None:
+            self._progress(Progress(f.phase, f.sim_time_s, f.fraction))
+
+        try:
+            out = run_child(
+                self.launcher,
+                spec,
+                on_progress=relay,
+                max_output_bytes=self.settings.max_output_bytes,
+                max_frame_bytes=self.settings.max_frame_bytes,
+            )
+        except LaunchError as e:
+            raise InfrastructureError(e.args[0]) from e
+        self.resources[resource_key] = {
+            "cpu_s": round(out.cpu_s, 3),
+            "peak_rss_mb": round(out.peak_rss_mb, 1),
+            "wall_s": round(out.wall_s, 3),
+        }
+        self.logs.append(
+            f"===== {spec.name}: exit {out.returncode}, {out.wall_s:.2f} s =====\n"
+            f"--- stdout ---\n{out.stdout}\n--- stderr ---\n{out.stderr}\n"
+        )
+        self.log.info(
+            "child.end",
+            phase=spec.name,
+            returncode=out.returncode,
+            wall_s=round(out.wall_s, 3),
+            timed_out=out.timed_out,
+        )
+        return out
+
+    def _progress(self, p: Progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(p)
+
+    def _publish(
+        self,
+        files_dir: Path,
+        failure: FailureKind | None,
+        reason: str,
+        metrics: dict[str, Any],
+        files: dict[str, str],
+        t0: float,
+    ) -> SimulationResult:
+        return publish(
+            request_id=self.request.request_id,
+            store=self.store,
+            files_dir=files_dir,
+            failure=failure,
+            reason=reason,
+            metrics=metrics,
+            files=files,
+            phases=self.phases,
+            started=t0,
+            resources=self.resources,
+            logs="".join(self.logs),
+            digest=policy_digest(self.launcher, self.settings),
+        )
+
+
+def publish(
+    *,
+    request_id: str,
+    store: ArtifactStore,
+    files_dir: Path,
+    failure: FailureKind | None,
+    reason: str,
+    metrics: dict[str, Any],
+    files: dict[str, str],
+    phases: dict[str, float],
+    started: float,
+    resources: dict[str, dict[str, float]] | None = None,
+    logs: str | None = None,
+    digest: str = "",
+) -> SimulationResult:
+    """Upload the files, write the report, and assemble the SimulationResult. Keys are
+    `<request_id>/<name>`, so a retry overwrites instead of duplicating."""
+    t = time.monotonic()
+    urls: dict[str, str] = {}
+    names = {"video": "video.mp4", "poster": "poster.png", "mjcf": "model.xml"}
+    for name, fname in files.items():
+        path = files_dir / fname
+        if name in names and path.is_file() and not path.is_symlink():
+            urls[name] = store.put_file(f"{request_id}/{names[name]}", path, CONTENT_TYPES[name])
+    geometry = files_dir.parent / "geometry.json"
+    if geometry.is_file():
+        urls["geometry"] = store.put_file(
+            f"{request_id}/geometry.json", geometry, CONTENT_TYPES["geometry"]
+        )
+    if logs is not None:
+        urls["logs"] = store.put_bytes(
+            f"{request_id}/logs.txt", logs.encode("utf-8", "replace"), CONTENT_TYPES["logs"]
+        )
+    urls["report"] = store.url(f"{request_id}/report.md")
+    metrics = dict(metrics)
+    for key, default in (
+        ("sim_time_s", 0.0),
+        ("steps", 0),
+        ("parts", {}),
+        ("goal", None),
+        ("energy_j", None),
+        ("max_contact_force_n", 0.0),
+        ("runs", []),
+    ):
+        metrics.setdefault(key, default)
+    metrics["resources"] = resources or {}
+    phases = {k: round(v, 4) for k, v in phases.items()}
+    for key in ("build", "compile", "simulate", "render"):
+        phases.setdefault(key, 0.0)
+    phases["store"] = round(time.monotonic() - t, 4)
+    metrics["phases_s"] = phases
+    metrics["wall_time_s"] = round(time.monotonic() - started, 3)
+    if "real_time_factor" not in metrics:
+        sim_wall = phases["simulate"] + phases["render"]
+        metrics["real_time_factor"] = metrics["sim_time_s"] / sim_wall if sim_wall else 0.0
+    result = SimulationResult(
+        outcome="SUCCESS" if failure is None else "FAIL",
+        reason=reason[:2000],
+        failure=failure,
+        video_url=urls.get("video"),
+        metrics=metrics,
+        artifact_urls=urls,
+        policy_digest=digest,
+        versions=versions(),
+    )
+    report = report_markdown(result.model_dump(mode="json"), request_id)
+    store.put_bytes(f"{request_id}/report.md", report.encode(), CONTENT_TYPES["report"])
+    store.put_bytes(
+        f"{request_id}/result.json",
+        result.model_dump_json(indent=2).encode(),
+        CONTENT_TYPES["result"],
+    )
+    return result
+
+
+def run_request(
+    request: SimulationRequest,
+    settings: Settings,
+    store: ArtifactStore,
+    *,
+    launcher: Launcher | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> SimulationResult:
+    """Run one request. Returns FAIL results for everything the submitted code caused; raises
+    InvalidRequest (bad request) or InfrastructureError (retryable fault)."""
+    return Job(request, settings, store, launcher=launcher, on_progress=on_progress).run()

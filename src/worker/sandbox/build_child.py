@@ -1,0 +1,136 @@
+"""Runs inside a build child (jail): executes one untrusted build123d source and sends back its
+geometry as a single `result` frame, or an `error` frame naming the user's mistake.
+
+Everything this process reports is untrusted: the agent's code ran here and can write to the
+frame pipe itself. The supervisor therefore accepts only geometry (validated) or a user-caused
+error kind from it; a forged frame can only hurt the forger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+import types
+from typing import Any, BinaryIO
+
+from worker.sandbox.protocol import encode
+
+
+def _send(chan: BinaryIO, frame: dict[str, Any]) -> None:
+    chan.write(encode(frame))
+    chan.flush()
+
+
+def _where(tb: types.TracebackType | None, filename: str) -> str:
+    """'(design.py, line 7, in build)' for the innermost frame of the user's file."""
+    found = ""
+    for fs in traceback.extract_tb(tb):
+        if fs.filename == filename:
+            found = f" ({filename}, line {fs.lineno}, in {fs.name})"
+    return found
+
+
+def run(job: dict[str, Any], chan: BinaryIO) -> None:
+    kind = job["source_kind"]
+    filename = job["filename"]
+    code: str | None = job.get("code")
+    if code is not None:
+        try:
+            compiled = compile(code, filename, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as e:  # ValueError: NUL bytes in the source
+            if isinstance(e, SyntaxError):
+                msg = f"SyntaxError: {e.msg} ({filename}, line {e.lineno})"
+            else:
+                msg = f"SyntaxError: {e}"
+            _send(chan, {"type": "error", "kind": "SYNTAX_ERROR", "message": msg})
+            return
+        module = types.ModuleType(kind)
+        module.__file__ = filename
+        ns = module.__dict__
+        try:
+            exec(compiled, ns)
+            build = ns.get("build")
+            if callable(build):
+                obj = build()
+            elif "result" in ns:
+                obj = ns["result"]
+            else:
+                _send(
+                    chan,
+                    {
+                        "type": "error",
+                        "kind": "NO_GEOMETRY",
+                        "message": f"{filename} defines neither build() nor a module-level result",
+                    },
+                )
+                return
+        except BaseException as e:  # the user's code may raise anything, SystemExit included
+            traceback.print_exc(file=sys.stderr)
+            last = traceback.format_exception_only(e)[-1].strip()
+            msg = f"{last}{_where(e.__traceback__, filename)}"
+            _send(chan, {"type": "error", "kind": "USER_CODE_ERROR", "message": msg[:3900]})
+            return
+        parts_meta = ns.get("PARTS", {})
+    else:
+        from build123d import import_step
+
+        try:
+            obj = import_step(job["step_path"])
+        except Exception as e:
+            msg = f"the STEP file could not be read: {e}"
+            _send(chan, {"type": "error", "kind": "INVALID_GEOMETRY", "message": msg[:3900]})
+            return
+        parts_meta = {}
+
+    from pydantic import ValidationError
+
+    from worker.simulation.cad import NoGeometry, extract_geometry
+
+    if not isinstance(parts_meta, dict):
+        _send(
+            chan,
+            {"type": "error", "kind": "INVALID_GEOMETRY", "message": "PARTS must be a dict"},
+        )
+        return
+    try:
+        geom = extract_geometry(obj, parts_meta, source=kind)
+    except NoGeometry as e:
+        _send(chan, {"type": "error", "kind": "NO_GEOMETRY", "message": str(e)})
+        return
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        msg = f"PARTS metadata is invalid at {where or 'top level'}: {err['msg']}"
+        _send(chan, {"type": "error", "kind": "INVALID_GEOMETRY", "message": msg[:3900]})
+        return
+    except Exception as e:
+        traceback.print_exc(file=sys.stderr)
+        msg = f"the built object could not be turned into parts: {type(e).__name__}: {e}"
+        _send(chan, {"type": "error", "kind": "INVALID_GEOMETRY", "message": msg[:3900]})
+        return
+    _send(chan, {"type": "result", "payload": geom.model_dump(mode="json")})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--job", required=True)
+    ap.add_argument("--frame-fd", type=int, required=True)
+    args = ap.parse_args()
+    with open(args.job, encoding="utf-8") as f:
+        job = json.load(f)
+    os.set_inheritable(args.frame_fd, False)
+    chan = os.fdopen(args.frame_fd, "wb", buffering=0)
+    sys.setrecursionlimit(10_000)
+    run(job, chan)
+    chan.close()
+    # Skip interpreter teardown: atexit hooks and finalizers belong to the user's code.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

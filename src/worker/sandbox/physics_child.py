@@ -1,0 +1,100 @@
+"""Runs inside the physics child (jail): trusted code on untrusted, already validated data.
+
+Reads geometry, objectives and options, runs the physics job, writes its files into the working
+directory and reports progress frames and one result frame:
+`{"status": "ok", "failure", "reason", "metrics", "files"}` or
+`{"status": "infra", "message"}` for faults that are not the design's (rendering unavailable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from worker.sandbox.protocol import encode
+
+
+def _send(chan: BinaryIO, frame: dict[str, Any]) -> None:
+    chan.write(encode(frame))
+    chan.flush()
+
+
+def run(job: dict[str, Any], chan: BinaryIO, out_dir: Path) -> dict[str, Any]:
+    from common.models.simulation import Objectives, SimOptions
+    from worker.simulation.builder import ModelBuildError
+    from worker.simulation.geometry import Geometry
+    from worker.simulation.loop import Progress, SimulationTimeout
+    from worker.simulation.physics import run_physics
+    from worker.simulation.render import RenderError
+
+    geom = Geometry.model_validate(job["geometry"])
+    objectives = Objectives.model_validate(job["objectives"])
+    options = SimOptions.model_validate(job["options"])
+    deadline = time.monotonic() + float(job["wall_s"])
+
+    def progress(p: Progress) -> None:
+        _send(
+            chan,
+            {
+                "type": "progress",
+                "phase": p.phase,
+                "sim_time_s": p.sim_time_s,
+                "fraction": p.fraction,
+            },
+        )
+
+    try:
+        o = run_physics(
+            geom, objectives, options, out_dir, on_progress=progress, wall_deadline=deadline
+        )
+    except ModelBuildError as e:
+        return {"status": "ok", "failure": "INVALID_GEOMETRY", "reason": str(e), "metrics": {}}
+    except SimulationTimeout as e:
+        return {"status": "ok", "failure": "TIMEOUT", "reason": f"Timeout: {e}.", "metrics": {}}
+    except RenderError as e:
+        return {"status": "infra", "message": str(e)}
+    except ValueError as e:  # controls that name no actuator of this design
+        return {"status": "ok", "failure": "INVALID_GEOMETRY", "reason": str(e), "metrics": {}}
+    return {
+        "status": "ok",
+        "failure": o.failure.value if o.failure else None,
+        "reason": o.reason,
+        "metrics": o.metrics,
+        "files": o.files,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--job", required=True)
+    ap.add_argument("--frame-fd", type=int, required=True)
+    args = ap.parse_args()
+    with open(args.job, encoding="utf-8") as f:
+        job = json.load(f)
+    chan = os.fdopen(args.frame_fd, "wb", buffering=0)
+    try:
+        payload = run(job, chan, Path.cwd())
+    except Exception as e:
+        traceback.print_exc(file=sys.stderr)
+        # Our code failed on this input: retrying cannot help, so it is a FAIL, not a fault.
+        payload = {
+            "status": "ok",
+            "failure": "CRASHED",
+            "reason": f"The physics step failed: {type(e).__name__}: {str(e)[:500]}",
+            "metrics": {},
+        }
+    _send(chan, {"type": "result", "payload": payload})
+    chan.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Frames between a child (jail) and the supervisor: the only code that parses child output.
+
+Wire format: a 4-byte big-endian length, then that many bytes of UTF-8 JSON object. Never pickle.
+The reader is incremental (feed it whatever `read` returned), caps every frame and the total, and
+turns anything malformed into a ProtocolError; it never trusts a length it has not bounded.
+
+Frame types (the `type` key):
+- child → supervisor: `progress` (phase, sim_time_s, fraction), `result` (payload per jail),
+  `error` (kind, message: user-code errors the build child observed).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+HEADER = struct.Struct(">I")
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+MAX_DEPTH = 64
+
+
+class ProtocolError(ValueError):
+    """The child broke the frame protocol (maps to PROTOCOL_VIOLATION)."""
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ProgressFrame(_Frame):
+    type: Literal["progress"]
+    phase: str = Field(max_length=64)
+    sim_time_s: float = 0.0
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class ErrorFrame(_Frame):
+    type: Literal["error"]
+    kind: Literal["SYNTAX_ERROR", "USER_CODE_ERROR", "NO_GEOMETRY", "INVALID_GEOMETRY"]
+    message: str = Field(max_length=4000)
+
+
+class ResultFrame(_Frame):
+    type: Literal["result"]
+    payload: dict[str, Any]
+
+
+Frame = ProgressFrame | ErrorFrame | ResultFrame
+
+
+def encode(frame: dict[str, Any]) -> bytes:
+    body = json.dumps(frame, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    if len(body) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    return HEADER.pack(len(body)) + body
+
+
+def _depth_ok(raw: bytes) -> bool:
+    """Reject nesting deeper than MAX_DEPTH before json.loads can recurse on it."""
+    depth = 0
+    in_str = esc = False
+    for ch in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == 0x5C:  # backslash
+                esc = True
+            elif ch == 0x22:  # quote
+                in_str = False
+        elif ch == 0x22:
+            in_str = True
+        elif ch in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_DEPTH:
+                return False
+        elif ch in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+def parse(body: bytes) -> Frame:
+    if not _depth_ok(body):
+        raise ProtocolError(f"frame nests deeper than {MAX_DEPTH} levels")
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ProtocolError(f"frame is not UTF-8 JSON: {str(e)[:200]}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("frame is not a JSON object")
+    kind = obj.get("type")
+    model: type[_Frame]
+    if kind == "progress":
+        model = ProgressFrame
+    elif kind == "error":
+        model = ErrorFrame
+    elif kind == "result":
+        model = ResultFrame
+    else:
+        raise ProtocolError(f"unknown frame type {str(kind)[:40]!r}")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as e:
+        raise ProtocolError(f"malformed {kind} frame: {e.errors()[0]['msg']}") from None
+
+
+class FrameReader:
+    """Incremental, bounded frame decoder."""
+
+    def __init__(self, max_frame: int = MAX_FRAME_BYTES, max_total: int = 4 * MAX_FRAME_BYTES):
+        self.max_frame = max_frame
+        self.max_total = max_total
+        self.total = 0
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self.total += len(data)
+        if self.total > self.max_total:
+            raise ProtocolError(f"more than {self.max_total} bytes of frames")
+        self._buf += data
+        frames: list[Frame] = []
+        while len(self._buf) >= HEADER.size:
+            (n,) = HEADER.unpack_from(self._buf)
+            if n > self.max_frame:
+                raise ProtocolError(f"frame of {n} bytes exceeds the cap of {self.max_frame}")
+            if len(self._buf) < HEADER.size + n:
+                break
+            body = bytes(self._buf[HEADER.size : HEADER.size + n])
+            del self._buf[: HEADER.size + n]
+            frames.append(parse(body))
+        return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame left at EOF (a truncated frame)."""
+        return len(self._buf)

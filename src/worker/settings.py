@@ -1,0 +1,72 @@
+"""Worker policy and paths: frozen, read once from the environment (SIMJAIL_*) or flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.models.simulation import Limits, SimulationRequest
+from worker.errors import InvalidRequest
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "simjail"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    artifacts_dir: Path | None = None
+    """Local artifact store root; defaults to <data_dir>/artifacts."""
+    sandbox: Literal["subprocess"] = "subprocess"
+    build_wall_s: float = 120.0
+    """Wall-clock budget of one build child (import build123d alone is ~2 s)."""
+    physics_wall_s: float = 600.0
+    """Wall-clock budget of the physics child (all runs and rendering)."""
+    memory_mb: int = 4096
+    max_parts: int = 200
+    max_triangles: int = 200_000
+    max_output_bytes: int = 1024 * 1024
+    """Per stream (stdout, stderr) of each child; more is OUTPUT_LIMIT."""
+    max_frame_bytes: int = 64 * 1024 * 1024
+
+    @property
+    def artifacts_root(self) -> Path:
+        return self.artifacts_dir or self.data_dir / "artifacts"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        kw: dict[str, object] = {}
+        for name, _field in cls.model_fields.items():
+            v = os.environ.get(f"SIMJAIL_{name.upper()}")
+            if v is not None:
+                kw[name] = v
+        return cls.model_validate(kw)
+
+    def effective(self, request: SimulationRequest) -> Settings:
+        """Apply the request's limits, which may only tighten this policy."""
+        lim: Limits = request.options.limits
+        upd: dict[str, object] = {}
+        pairs = [
+            ("wall_s", "physics_wall_s"),
+            ("build_wall_s", "build_wall_s"),
+            ("memory_mb", "memory_mb"),
+            ("max_triangles", "max_triangles"),
+            ("max_parts", "max_parts"),
+        ]
+        for req_name, own in pairs:
+            v = getattr(lim, req_name)
+            if v is None:
+                continue
+            if v > getattr(self, own):
+                raise InvalidRequest(
+                    f"options.limits.{req_name}: {v} is above the worker's limit of "
+                    f"{getattr(self, own)}; limits can only be tightened"
+                )
+            upd[own] = v
+        return self.model_copy(update=upd)

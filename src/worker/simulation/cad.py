@@ -1,0 +1,136 @@
+"""build123d objects → Geometry. Runs where the CAD code ran (a build child), and in
+`simulate_local` for an already-built Compound. Imports build123d lazily: it costs ~2 s.
+
+Conventions (README "Writing a design"):
+- Parts are the leaves of the returned object tree, placed at their global location.
+- Each solid of a part becomes one convex collision hull; split a concave part into convex
+  solids (e.g. a cup into a base and walls) to get faithful contacts.
+- Mass and inertia come from the exact CAD solid, never from the mesh.
+- Unlabelled parts are named `<prefix>_<n>` in tree order, which is stable for a given design.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+
+from worker.simulation.geometry import MAX_SOLIDS_PER_PART, Geometry, Mesh, Part, PartMeta
+
+PALETTE = [
+    (0.90, 0.45, 0.15, 1.0),
+    (0.20, 0.50, 0.85, 1.0),
+    (0.30, 0.70, 0.35, 1.0),
+    (0.85, 0.75, 0.20, 1.0),
+    (0.60, 0.35, 0.75, 1.0),
+    (0.75, 0.25, 0.30, 1.0),
+]
+
+
+class NoGeometry(ValueError):
+    """The built object holds no solid to simulate."""
+
+
+def _flatten(obj: Any) -> list[Any]:
+    """Shape, Compound, Part, builder (BuildPart etc.) or (nested) list of them → shapes."""
+    from build123d import Shape
+
+    if obj is None:
+        return []
+    if isinstance(obj, (list, tuple)):
+        return [s for item in obj for s in _flatten(item)]
+    if isinstance(obj, Shape):
+        return [obj]
+    for attr in ("part", "sketch", "line"):  # build123d builders expose their result here
+        inner = getattr(type(obj), attr, None)
+        if inner is not None:
+            return _flatten(getattr(obj, attr))
+    raise NoGeometry(f"build() returned a {type(obj).__name__}, not a build123d shape")
+
+
+def _material(shape: Any) -> tuple[str | None, float | None]:
+    """Name and density (kg/m³) of a build123d material set with `shape.material = "steel"`."""
+    m = getattr(shape, "material", None)
+    if not m:
+        return None, None
+    name = str(getattr(m, "name", m))[:64]
+    density = getattr(getattr(m, "material", None), "density", None)
+    try:
+        return name, float(density) if density else None
+    except (TypeError, ValueError):
+        return name, None
+
+
+def _tolerance(bbox_diag: float) -> tuple[float, float]:
+    """Linear (mm) and angular (rad) tessellation tolerance, relative to the part's size."""
+    return float(min(max(bbox_diag * 2e-3, 0.02), 1.0)), 0.3
+
+
+def extract_geometry(
+    obj: Any,
+    meta: Mapping[str, Any] | None = None,
+    *,
+    source: Literal["design", "environment"] = "design",
+) -> Geometry:
+    """Turn what build() returned into Geometry. `meta` is the design's `PARTS` dict
+    (label → PartMeta fields); it is validated here, and names of parts that do not exist are
+    an error, so a typo does not silently leave a part free."""
+    from build123d import CenterOf
+
+    meta = dict(meta or {})
+    leaves: list[Any] = []
+    for shape in _flatten(obj):
+        leaves.extend(shape.leaves)
+    parts: list[Part] = []
+    prefix = "part" if source == "design" else "env"
+    for i, leaf in enumerate(leaves):
+        placed = leaf.located(leaf.global_location)
+        solids = placed.solids()
+        if not solids:
+            continue  # faces, wires and sketches carry no mass; they are not parts
+        if len(solids) > MAX_SOLIDS_PER_PART:
+            raise ValueError(f"a part has {len(solids)} solids (cap {MAX_SOLIDS_PER_PART})")
+        label = leaf.label or f"{prefix}_{i}"
+        meshes = []
+        for s in solids:
+            bb = s.bounding_box()
+            tol, ang = _tolerance(float(bb.diagonal))
+            verts, tris = s.tessellate(tol, ang)
+            v = np.array([(p.X, p.Y, p.Z) for p in verts], dtype=np.float64).reshape(-1, 3)
+            t = np.array(tris, dtype=np.int64).reshape(-1, 3)
+            meshes.append(Mesh.from_arrays(v, t))
+        com = placed.center(CenterOf.MASS)
+        moi = np.array(placed.matrix_of_inertia, dtype=np.float64)
+        color = None
+        if leaf.color is not None:
+            color = tuple(float(c) for c in tuple(leaf.color))
+        else:
+            color = PALETTE[len(parts) % len(PALETTE)]
+        material_name, material_density = _material(leaf)
+        parts.append(
+            Part(
+                label=label,
+                source=source,
+                color=color,
+                material=material_name,
+                material_density=material_density,
+                volume_mm3=float(placed.volume),
+                com_mm=(float(com.X), float(com.Y), float(com.Z)),
+                inertia_mm5=(
+                    float(moi[0, 0]),
+                    float(moi[1, 1]),
+                    float(moi[2, 2]),
+                    float(moi[0, 1]),
+                    float(moi[0, 2]),
+                    float(moi[1, 2]),
+                ),
+                solids=meshes,
+                meta=PartMeta.model_validate(meta.pop(label, {})),
+            )
+        )
+    if meta:
+        raise ValueError(f"PARTS names parts that build() did not return: {sorted(meta)}")
+    if not parts:
+        raise NoGeometry("build() returned no solid")
+    return Geometry(parts=parts)

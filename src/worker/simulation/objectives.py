@@ -1,0 +1,233 @@
+"""Verdict rules (DESIGN.md §4). Pure reading of MjData; never steps the simulation.
+
+The first decisive event wins and is latched: a failure (forbid zone touched, a part out of
+bounds, divergence, a motor held at its force limit too long) or a success (the target's centre of
+mass held inside a goal zone for `goal_hold_s`). `stop_on_decision` only ends the run at that
+moment; it never changes the verdict. Checks run every `check_every_s` of simulated time, so an
+event shorter than that (a fast part clipping a zone corner) can be missed; see the README.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from common.models.simulation import FailureKind, Objectives, Zone
+from worker.simulation.builder import MM, Scene
+
+PENETRATION_TOLERANCE_MM = 0.5
+"""Start-up overlap allowed between parts (tessellation of touching faces)."""
+BUILD_ZONE_TOLERANCE_MM = 1e-3
+MAX_SPEED_M_S = 200.0
+"""A part faster than this has left physics (explosion, solver divergence)."""
+BAD_WARNINGS = (
+    mujoco.mjtWarning.mjWARN_BADQACC,
+    mujoco.mjtWarning.mjWARN_BADQPOS,
+    mujoco.mjtWarning.mjWARN_BADQVEL,
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    failure: FailureKind | None
+    reason: str
+    time_s: float
+
+
+class Verdict:
+    """Tracks one run. Call `initial` after mj_forward at t=0, `update` after each chunk, and
+    `final` at the end; all return the latched Decision once there is one."""
+
+    def __init__(self, scene: Scene, objectives: Objectives) -> None:
+        self.scene = scene
+        self.obj = objectives
+        self.decision: Decision | None = None
+        self.goal_zones = [z for z in objectives.zones if z.kind == "goal"]
+        self.forbid_zones = [z for z in objectives.zones if z.kind == "forbid"]
+        self.build_zones = [z for z in objectives.zones if z.kind == "build"]
+        self.target = scene.parts[objectives.target] if objectives.target else None
+        # Parts that can touch a forbid zone: everything but the environment's fixed fixtures.
+        self.watched_geoms = np.array(
+            [
+                g
+                for p in scene.parts.values()
+                if p.movable or p.source == "design"
+                for g in p.geom_ids
+            ],
+            dtype=np.int64,
+        )
+        self.movable_bodies = [(p.label, p.body_id) for p in scene.parts.values() if p.movable]
+        self.hold_s = 0.0
+        self.best_hold_s = 0.0
+        self.goal_reached_at: float | None = None
+        self.min_distance_mm = math.inf
+        self.overload_s = {name: 0.0 for name in scene.actuators}
+        self._fromto = np.zeros(6)
+        self._body_ids = np.array([b for _, b in self.movable_bodies], dtype=np.int64)
+        self._last_com: np.ndarray | None = None
+        self.max_speed_m_s = np.zeros(len(self.movable_bodies))
+
+    # --- events ------------------------------------------------------------------------------
+
+    def _decide(self, failure: FailureKind | None, reason: str, t: float) -> Decision:
+        if self.decision is None:
+            self.decision = Decision(failure, reason, t)
+        return self.decision
+
+    def initial(self, m: mujoco.MjModel, d: mujoco.MjData) -> Decision | None:
+        """Build zone and start-up interpenetration, at t = 0."""
+        if self.build_zones:
+            for label, verts in self.scene.solid_mm.items():
+                if self.scene.parts[label].source != "design":
+                    continue
+                allv = np.concatenate(verts)
+                if not any(_inside_all(allv, z) for z in self.build_zones):
+                    names = ", ".join(z.name for z in self.build_zones)
+                    return self._decide(
+                        FailureKind.BUILD_ZONE_VIOLATION,
+                        f"Part {label!r} is not entirely inside the build zone ({names}) at t=0.",
+                        0.0,
+                    )
+        for i in range(d.ncon):
+            c = d.contact[i]
+            if c.dist < -PENETRATION_TOLERANCE_MM * MM:
+                a, b = self._geom_owner(m, c.geom1), self._geom_owner(m, c.geom2)
+                return self._decide(
+                    FailureKind.INITIAL_PENETRATION,
+                    f"{a} and {b} overlap by {-c.dist / MM:.1f} mm at t=0.",
+                    0.0,
+                )
+        return None
+
+    def update(self, m: mujoco.MjModel, d: mujoco.MjData, dt: float) -> Decision | None:
+        """Check every rule once; `dt` is the simulated time since the previous call."""
+        t = float(d.time)
+        bad = [mujoco.mjtWarning(w).name for w in BAD_WARNINGS if d.warning[w].number > 0]
+        if bad or not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):
+            why = ", ".join(bad) if bad else "NaN in the state"
+            return self._decide(
+                FailureKind.PHYSICS_INSTABILITY,
+                f"The simulation diverged at t={t:.2f} s ({why}).",
+                t,
+            )
+        speeds = self._speeds(d, dt)
+        if speeds.size and speeds.max() > MAX_SPEED_M_S:
+            label = self.movable_bodies[int(speeds.argmax())][0]
+            return self._decide(
+                FailureKind.PHYSICS_INSTABILITY,
+                f"Part {label!r} reached {speeds.max():.0f} m/s at t={t:.2f} s; "
+                "the simulation exploded.",
+                t,
+            )
+        if self.obj.bounds is not None:
+            for label, bid in self.movable_bodies:
+                p = d.xipos[bid] / MM
+                if not self.obj.bounds.contains(p):
+                    return self._decide(
+                        FailureKind.OUT_OF_BOUNDS,
+                        f"Part {label!r} left the bounds at t={t:.2f} s "
+                        f"(centre of mass at {_fmt(p)} mm).",
+                        t,
+                    )
+        for z in self.forbid_zones:
+            hit = self._touching(m, d, z)
+            if hit is not None:
+                return self._decide(
+                    FailureKind.FORBID_ZONE_HIT,
+                    f"Part {hit!r} touched the forbidden zone {z.name!r} at t={t:.2f} s.",
+                    t,
+                )
+        for name, a in self.scene.actuators.items():
+            f = abs(float(d.actuator_force[a.actuator_id]))
+            if f >= a.force_limit * (1 - 1e-6):
+                self.overload_s[name] += dt
+                if self.overload_s[name] > a.overload_s:
+                    return self._decide(
+                        FailureKind.MOTOR_OVERLOAD,
+                        f"Actuator {name!r} was held at its {a.force_limit:g} force limit for "
+                        f"more than {a.overload_s:g} s (t={t:.2f} s).",
+                        t,
+                    )
+            else:
+                self.overload_s[name] = 0.0
+        if self.target is not None:
+            p = d.xipos[self.target.body_id] / MM
+            dist = min(_box_distance(p, z) for z in self.goal_zones)
+            self.min_distance_mm = min(self.min_distance_mm, dist)
+            if dist == 0.0:
+                self.hold_s += dt
+                self.best_hold_s = max(self.best_hold_s, self.hold_s)
+                if self.goal_reached_at is None:
+                    self.goal_reached_at = t
+                if self.hold_s >= self.obj.goal_hold_s - 1e-9:
+                    return self._decide(
+                        None,
+                        f"Part {self.target.label!r} reached the goal and stayed "
+                        f"{self.obj.goal_hold_s:g} s (t={t:.2f} s).",
+                        t,
+                    )
+            else:
+                self.hold_s = 0.0
+        return self.decision
+
+    def final(self, d: mujoco.MjData) -> Decision:
+        if self.decision is not None:
+            return self.decision
+        t = float(d.time)
+        if self.target is not None:
+            return self._decide(
+                FailureKind.GOAL_NOT_REACHED,
+                f"Part {self.target.label!r} did not stay in the goal for "
+                f"{self.obj.goal_hold_s:g} s (best hold {self.best_hold_s:.2f} s, closest "
+                f"{self.min_distance_mm:.1f} mm).",
+                t,
+            )
+        return self._decide(None, f"The simulation ran {t:.2f} s and stayed stable.", t)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _speeds(self, d: mujoco.MjData, dt: float) -> np.ndarray:
+        """Mean speed (m/s) of each movable part's centre of mass since the previous check."""
+        com = d.xipos[self._body_ids].copy()
+        if self._last_com is None or dt <= 0:
+            speeds = np.zeros(len(com))
+        else:
+            speeds = np.linalg.norm(com - self._last_com, axis=1) / dt
+        self._last_com = com
+        self.max_speed_m_s = np.maximum(self.max_speed_m_s, speeds)
+        return speeds
+
+    def _touching(self, m: mujoco.MjModel, d: mujoco.MjData, z: Zone) -> str | None:
+        """Label of a watched part whose geometry overlaps the zone, else None."""
+        if not self.watched_geoms.size:
+            return None
+        zg = self.scene.zone_geoms[z.name]
+        lo, hi = np.array(z.min) * MM, np.array(z.max) * MM
+        pos = d.geom_xpos[self.watched_geoms]
+        r = m.geom_rbound[self.watched_geoms][:, None]
+        near = np.all((pos + r >= lo) & (pos - r <= hi), axis=1)
+        for g in self.watched_geoms[near]:
+            if mujoco.mj_geomDistance(m, d, int(g), zg, 0.01, self._fromto) <= 0.0:
+                return self._geom_owner(m, int(g))
+        return None
+
+    def _geom_owner(self, m: mujoco.MjModel, g: int) -> str:
+        name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, g) or f"geom {g}"
+        return name.split("__", 1)[0]
+
+
+def _inside_all(v: np.ndarray, z: Zone) -> bool:
+    tol = BUILD_ZONE_TOLERANCE_MM
+    return bool(np.all(v >= np.array(z.min) - tol) and np.all(v <= np.array(z.max) + tol))
+
+
+def _box_distance(p: np.ndarray, z: Zone) -> float:
+    lo, hi = np.array(z.min), np.array(z.max)
+    return float(np.linalg.norm(np.maximum(0.0, np.maximum(lo - p, p - hi))))
+
+
+def _fmt(p: np.ndarray) -> str:
+    return "(" + ", ".join(f"{c:.0f}" for c in p) + ")"

@@ -1,0 +1,133 @@
+"""The physics job: Geometry + objectives + options → verdict, metrics and files in a directory.
+
+This is what the physics child runs (and what `simulate_local` runs in-process). It builds the
+scene, runs the nominal run (rendered when asked), then each jitter run, and writes
+`video.mp4`, `poster.png` and `model.xml` into `out_dir`. Storage and the report belong to the
+caller, who knows the artifact URLs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.models.simulation import FailureKind, Objectives, SimOptions
+from worker.simulation.builder import build_scene
+from worker.simulation.geometry import Geometry
+from worker.simulation.loop import Progress, ProgressFn, RunSummary, SimulationLoop
+
+
+@dataclass
+class PhysicsOutcome:
+    failure: FailureKind | None
+    reason: str
+    metrics: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)
+    """Artifact name → file name inside out_dir."""
+
+
+def run_physics(
+    geom: Geometry,
+    objectives: Objectives,
+    options: SimOptions,
+    out_dir: Path,
+    *,
+    on_progress: ProgressFn | None = None,
+    wall_deadline: float | None = None,
+) -> PhysicsOutcome:
+    """Raises ModelBuildError (bad geometry), ValueError (controls naming unknown actuators),
+    SimulationTimeout and RenderError; everything else is a verdict in the outcome."""
+    phases: dict[str, float] = {}
+    t0 = time.monotonic()
+    if on_progress:
+        on_progress(Progress("compile", 0.0, 0.0))
+    scene = build_scene(geom, objectives, options)
+    files: dict[str, str] = {}
+    (out_dir / "model.xml").write_text(scene.spec.to_xml())
+    files["mjcf"] = "model.xml"
+    phases["compile"] = time.monotonic() - t0
+
+    runs: list[RunSummary] = []
+    render_s = 0.0
+    if options.render:
+        from worker.simulation.render import Recorder, write_png
+
+        with Recorder(
+            scene, out_dir / "video.mp4", options.width, options.height, options.fps
+        ) as rec:
+            loop = SimulationLoop(
+                scene,
+                objectives,
+                options,
+                on_frame=rec.capture,
+                on_progress=on_progress,
+                wall_deadline=wall_deadline,
+            )
+            runs.append(loop.run(0))
+            render_s = rec.render_s
+            last = rec.last
+        t_enc = time.monotonic()
+        if last is not None:
+            write_png(out_dir / "poster.png", last)
+            files["poster"] = "poster.png"
+        files["video"] = "video.mp4"
+        render_s += time.monotonic() - t_enc
+    else:
+        loop = SimulationLoop(
+            scene, objectives, options, on_progress=on_progress, wall_deadline=wall_deadline
+        )
+        runs.append(loop.run(0))
+
+    for i in range(1, options.jitter.runs + 1):
+        rng = np.random.default_rng([options.seed, i])
+        jl = SimulationLoop(
+            scene,
+            objectives,
+            options,
+            on_progress=_scaled(on_progress, i, options.jitter.runs),
+            wall_deadline=wall_deadline,
+        )
+        runs.append(jl.run(i, rng))
+
+    nominal = runs[0]
+    phases["simulate"] = sum(r.wall_time_s for r in runs) - render_s
+    phases["render"] = render_s
+    failed = next((r for r in runs if r.failure is not None), None)
+    if failed is None:
+        failure, reason = None, nominal.reason
+        if len(runs) > 1:
+            reason += f" All {len(runs)} runs passed (nominal + {len(runs) - 1} perturbed)."
+    elif failed.run == 0:
+        failure, reason = failed.failure, failed.reason
+    else:
+        failure = failed.failure
+        reason = f"Perturbed run {failed.run} of {len(runs) - 1} failed: {failed.reason}"
+    sim_wall = sum(r.wall_time_s for r in runs)
+    metrics: dict[str, Any] = {
+        "sim_time_s": nominal.sim_time_s,
+        "steps": nominal.steps,
+        "phases_s": phases,
+        "real_time_factor": (sum(r.sim_time_s for r in runs) / sim_wall if sim_wall > 0 else 0.0),
+        "parts": nominal.parts,
+        "goal": nominal.goal,
+        "energy_j": nominal.energy_j,
+        "max_contact_force_n": nominal.max_contact_force_n,
+        "warnings": nominal.warnings,
+        "frames": nominal.frames,
+        "runs": [r.brief() for r in runs],
+    }
+    return PhysicsOutcome(failure=failure, reason=reason, metrics=metrics, files=files)
+
+
+def _scaled(fn: ProgressFn | None, run: int, total: int) -> ProgressFn | None:
+    if fn is None:
+        return None
+
+    def report(p: Progress) -> None:
+        fn(Progress(f"jitter {run}/{total}", p.sim_time_s, p.fraction))
+
+    return report
