@@ -264,6 +264,12 @@ class Job:
     # --- shared ----------------------------------------------------------------------------------
 
     def _run_child(self, spec: LaunchSpec, resource_key: str) -> ChildOutcome:
+        if self.launcher.name == "subprocess":
+            self.log.warning(
+                "sandbox.unsafe",
+                phase=spec.name,
+                detail="plain child process: no namespaces, no seccomp; not for untrusted code",
+            )
         self.log.info("child.start", phase=spec.name, launcher=self.launcher.name)
 
         def relay(f: ProgressFrame) -> None:

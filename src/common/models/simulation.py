@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -111,6 +112,12 @@ class CadSource(StrictModel):
             except ValueError as e:
                 raise ValueError("step must be base64-encoded bytes") from e
         return v
+
+    @field_serializer("step", when_used="json")
+    def _step_encode(self, v: bytes | None) -> str | None:
+        # The inverse of _step_decode: standard base64 (pydantic's own would be UTF-8 text,
+        # which fails on binary STEP data and turns ASCII STEP text into different bytes).
+        return None if v is None else base64.b64encode(v).decode("ascii")
 
     @field_validator("step")
     @classmethod

@@ -12,6 +12,7 @@ Frame types (the `type` key):
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any, Literal
 
@@ -81,11 +82,26 @@ def _depth_ok(raw: bytes) -> bool:
     return True
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):  # 1e999 parses to inf
+        raise ValueError(f"{text[:40]} is not a finite number")
+    return v
+
+
 def parse(body: bytes) -> Frame:
     if not _depth_ok(body):
         raise ProtocolError(f"frame nests deeper than {MAX_DEPTH} levels")
     try:
-        obj = json.loads(body.decode("utf-8"))
+        # Strict JSON, as encode() writes it: NaN/Infinity (and overflowing numbers) are refused
+        # everywhere, not only in typed fields, since untyped payloads flow into results.
+        obj = json.loads(
+            body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ProtocolError(f"frame is not UTF-8 JSON: {str(e)[:200]}") from None
     if not isinstance(obj, dict):

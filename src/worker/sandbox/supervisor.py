@@ -107,6 +107,9 @@ def run_child(
             )
         except OSError as e:
             raise LaunchError(f"cannot start the {spec.name} child: {e}") from e
+    except BaseException:
+        os.close(read_fd)  # no child will ever write to it: do not leak it per failed launch
+        raise
     finally:
         os.close(write_fd)
     started = time.monotonic()
@@ -240,7 +243,10 @@ def classify(out: ChildOutcome) -> tuple[FailureKind, str] | None:
         )
     rc = out.returncode
     if rc is not None and rc < 0:
-        sig = signal.Signals(-rc)
+        try:
+            sig = signal.Signals(-rc)
+        except ValueError:  # real-time signals (SIGRTMIN+n) have no Signals member
+            return FailureKind.CRASHED, f"The {n} step was killed by signal {-rc}."
         kind = SIGNAL_KINDS.get(sig, FailureKind.CRASHED)
         return kind, f"The {n} step was killed by {sig.name}."
     if rc != 0:

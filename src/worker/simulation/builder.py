@@ -79,6 +79,7 @@ def _unit(v: tuple[float, float, float]) -> list[float]:
 def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> Scene:
     spec = mujoco.MjSpec()
     spec.modelname = "simjail"
+    spec.compiler.degree = False  # every angle we hand MuJoCo is in radians
     spec.option.timestep = options.timestep_s
     # Never restart a diverged simulation silently: divergence is a verdict (PHYSICS_INSTABILITY).
     spec.option.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_AUTORESET)
@@ -163,6 +164,11 @@ def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> 
             ixx, iyy, izz, ixy, ixz, iyz = (c * k for c in p.inertia_mm5)
             body.fullinertia = [ixx, iyy, izz, ixy, ixz, iyz]
             _add_joint(body, p)
+            if par != "world":
+                # A part never collides with its joint parent (an axle in its bearing). MuJoCo
+                # filters parent-child contacts itself, but not when the parent is welded to the
+                # world (a fixed part), so exclude the pair explicitly.
+                spec.add_exclude(bodyname1=par, bodyname2=p.label)
             solid_mm[p.label] = []
             for si, m in enumerate(p.solids):
                 v, t = m.arrays()
@@ -278,7 +284,7 @@ def _add_joint(body: mujoco.MjsBody, p: Part) -> None:
     pos = (anchor - np.array(p.com_mm) * MM).tolist()
     jt = mujoco.mjtJoint.mjJNT_HINGE if j.type == "hinge" else mujoco.mjtJoint.mjJNT_SLIDE
     joint = body.add_joint(name=p.label, type=jt, axis=_unit(j.axis), pos=pos)
-    joint.damping = j.damping
+    joint.damping = [j.damping, 0.0, 0.0]  # MuJoCo 4: linear, quadratic, cubic terms
     if j.range is not None:
         joint.limited = 1
         lo, hi = j.range

@@ -97,7 +97,7 @@ class Verdict:
                 a, b = self._geom_owner(m, c.geom1), self._geom_owner(m, c.geom2)
                 return self._decide(
                     FailureKind.INITIAL_PENETRATION,
-                    f"{a} and {b} overlap by {-c.dist / MM:.1f} mm at t=0.",
+                    f"Parts {a!r} and {b!r} overlap by {-c.dist / MM:.1f} mm at t=0.",
                     0.0,
                 )
         return None
@@ -105,7 +105,8 @@ class Verdict:
     def update(self, m: mujoco.MjModel, d: mujoco.MjData, dt: float) -> Decision | None:
         """Check every rule once; `dt` is the simulated time since the previous call."""
         t = float(d.time)
-        bad = [mujoco.mjtWarning(w).name for w in BAD_WARNINGS if d.warning[w].number > 0]
+        counts = d.warning.number
+        bad = [mujoco.mjtWarning(w).name for w in BAD_WARNINGS if counts[w] > 0]
         if bad or not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):
             why = ", ".join(bad) if bad else "NaN in the state"
             return self._decide(
@@ -195,7 +196,8 @@ class Verdict:
         if self._last_com is None or dt <= 0:
             speeds = np.zeros(len(com))
         else:
-            speeds = np.linalg.norm(com - self._last_com, axis=1) / dt
+            delta = com - self._last_com
+            speeds = np.sqrt((delta * delta).sum(axis=1)) / dt
         self._last_com = com
         self.max_speed_m_s = np.maximum(self.max_speed_m_s, speeds)
         return speeds

@@ -1,0 +1,176 @@
+"""Verdict rules, one scene per rule, with exact assertions on the failure kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.models.simulation import FailureKind
+from worker.simulation.loop import RunSummary, SimulationLoop
+
+
+def run(scene_of: Any, shapes: Any, **kw: Any) -> RunSummary:
+    scene, obj, opt = scene_of(shapes, **kw)
+    return SimulationLoop(scene, obj, opt).run()
+
+
+def dropped_block(bd: Any, x: float = 0, z: float = 200) -> Any:
+    block = bd.Pos(x, 0, z) * bd.Box(40, 40, 40)
+    block.label = "block"
+    return block
+
+
+GOAL = {"name": "pad", "kind": "goal", "min": [-60, -60, 0], "max": [60, 60, 60]}
+
+
+def test_goal_reached_and_held_is_success(bd: Any, scene_of: Any) -> None:
+    s = run(
+        scene_of,
+        dropped_block(bd),
+        objectives={"target": "block", "zones": [GOAL], "goal_hold_s": 0.5},
+        options={"duration_s": 2},
+    )
+    assert s.failure is None
+    assert s.goal is not None and s.goal["reached"] and s.goal["min_distance_mm"] == 0
+    # Falls 180 mm into the pad (√(2·0.14/g) ≈ 0.17 s), then holds 0.5 s.
+    assert s.decided_at_s is not None and 0.6 < s.decided_at_s < 0.8
+
+
+def test_goal_never_reached_is_goal_not_reached(bd: Any, scene_of: Any) -> None:
+    s = run(
+        scene_of,
+        dropped_block(bd, x=300),
+        objectives={"target": "block", "zones": [GOAL]},
+        options={"duration_s": 1},
+    )
+    assert s.failure == FailureKind.GOAL_NOT_REACHED
+    assert s.goal is not None and s.goal["min_distance_mm"] > 200
+
+
+def test_goal_left_before_the_hold_time_is_not_success(bd: Any, scene_of: Any) -> None:
+    # The block falls through a thin goal slab: inside for a few ms only.
+    slab = {"name": "slab", "kind": "goal", "min": [-60, -60, 100], "max": [60, 60, 110]}
+    s = run(
+        scene_of,
+        dropped_block(bd),
+        objectives={"target": "block", "zones": [slab], "goal_hold_s": 0.2},
+        options={"duration_s": 1},
+    )
+    assert s.failure == FailureKind.GOAL_NOT_REACHED
+    assert s.goal is not None and s.goal["reached"] and s.goal["hold_s"] < 0.2
+
+
+def test_touching_a_forbid_zone_fails(bd: Any, scene_of: Any) -> None:
+    pit = {"name": "pit", "kind": "forbid", "min": [-100, -100, 0], "max": [100, 100, 5]}
+    s = run(scene_of, dropped_block(bd), objectives={"zones": [pit]}, options={"duration_s": 1})
+    assert s.failure == FailureKind.FORBID_ZONE_HIT
+    assert "'block'" in s.reason and "'pit'" in s.reason
+
+
+def test_geometry_not_centre_of_mass_touches_the_forbid_zone(bd: Any, scene_of: Any) -> None:
+    # The zone clips only the block's corner region (its centre stays 20 mm away).
+    side = {"name": "side", "kind": "forbid", "min": [15, -100, 0], "max": [100, 100, 300]}
+    s = run(scene_of, dropped_block(bd), objectives={"zones": [side]}, options={"duration_s": 0.1})
+    assert s.failure == FailureKind.FORBID_ZONE_HIT
+
+
+def test_leaving_the_bounds_fails(bd: Any, scene_of: Any) -> None:
+    bounds = {"min": [-500, -500, 100], "max": [500, 500, 1000]}
+    s = run(scene_of, dropped_block(bd), objectives={"bounds": bounds}, options={"duration_s": 1})
+    assert s.failure == FailureKind.OUT_OF_BOUNDS
+    assert s.decided_at_s is not None and 0.1 < s.decided_at_s < 0.2
+
+
+def test_design_part_outside_the_build_zone_fails_at_t0(bd: Any, scene_of: Any) -> None:
+    build = {"name": "bench", "kind": "build", "min": [-50, -50, 0], "max": [50, 50, 150]}
+    s = run(scene_of, dropped_block(bd), objectives={"zones": [build]}, options={"duration_s": 1})
+    assert s.failure == FailureKind.BUILD_ZONE_VIOLATION
+    assert s.decided_at_s == 0.0
+
+
+def test_part_inside_the_build_zone_passes(bd: Any, scene_of: Any) -> None:
+    build = {"name": "bench", "kind": "build", "min": [-50, -50, 0], "max": [50, 50, 250]}
+    s = run(scene_of, dropped_block(bd), objectives={"zones": [build]}, options={"duration_s": 1})
+    assert s.failure is None
+
+
+def test_interpenetrating_parts_at_start_fail(bd: Any, scene_of: Any) -> None:
+    a = bd.Pos(0, 0, 100) * bd.Box(40, 40, 40)
+    a.label = "a"
+    b = bd.Pos(20, 0, 100) * bd.Box(40, 40, 40)  # overlaps a by 20 mm
+    b.label = "b"
+    s = run(scene_of, [a, b], options={"duration_s": 1})
+    assert s.failure == FailureKind.INITIAL_PENETRATION
+    assert "'a' and 'b'" in s.reason or "'b' and 'a'" in s.reason
+    assert "overlap by 20.0 mm" in s.reason
+
+
+def test_touching_parts_at_start_are_not_penetration(bd: Any, scene_of: Any) -> None:
+    a = bd.Pos(0, 0, 20) * bd.Box(40, 40, 40)
+    a.label = "a"
+    b = bd.Pos(0, 0, 60) * bd.Box(40, 40, 40)  # stacked, face to face
+    b.label = "b"
+    s = run(scene_of, [a, b], options={"duration_s": 1})
+    assert s.failure is None
+
+
+def test_divergence_is_physics_instability(bd: Any, scene_of: Any) -> None:
+    # A 1 g slider pushed by a 10 MN motor reaches absurd speed within a step or two.
+    slider = bd.Pos(0, 0, 100) * bd.Box(10, 10, 1)
+    slider.label = "slider"
+    parts = {
+        "slider": {
+            "joint": {
+                "type": "slide",
+                "axis": [1, 0, 0],
+                "actuator": {"kind": "motor", "force_limit": 1e7},
+            }
+        }
+    }
+    controls = [{"actuator": "slider", "kind": "constant", "value": 1e7}]
+    s = run(scene_of, slider, parts=parts, options={"duration_s": 1, "controls": controls})
+    assert s.failure == FailureKind.PHYSICS_INSTABILITY
+
+
+def test_motor_held_at_its_limit_is_overload(bd: Any, scene_of: Any) -> None:
+    # A servo asked to lift a 2.7 kg block on a slide, with only 1 N available.
+    block = bd.Pos(0, 0, 100) * bd.Box(100, 100, 100)
+    block.label = "block"
+    block.material = "aluminum"
+    parts = {
+        "block": {
+            "joint": {
+                "type": "slide",
+                "axis": [0, 0, 1],
+                "range": [-40, 200],
+                "actuator": {"kind": "position", "kp": 5, "force_limit": 1, "overload_s": 0.3},
+            }
+        }
+    }
+    controls = [{"actuator": "block", "kind": "constant", "value": 150}]
+    s = run(scene_of, block, parts=parts, options={"duration_s": 2, "controls": controls})
+    assert s.failure == FailureKind.MOTOR_OVERLOAD
+    assert s.decided_at_s is not None and 0.3 <= s.decided_at_s < 0.4
+
+
+def test_first_decisive_event_wins_and_stop_on_decision_ends_the_run(
+    bd: Any, scene_of: Any
+) -> None:
+    # Held in the goal first (success latched), later pushed out of bounds: still SUCCESS.
+    pit = {"name": "pad", "kind": "goal", "min": [-60, -60, 100], "max": [60, 60, 400]}
+    bounds = {"min": [-500, -500, 60], "max": [500, 500, 1000]}
+    objectives = {"target": "block", "zones": [pit], "goal_hold_s": 0.05, "bounds": bounds}
+    full = run(scene_of, dropped_block(bd, z=300), objectives=objectives, options={"duration_s": 1})
+    assert full.failure is None and full.sim_time_s > 0.99
+    short = run(
+        scene_of,
+        dropped_block(bd, z=300),
+        objectives=objectives,
+        options={"duration_s": 1, "stop_on_decision": True},
+    )
+    assert short.failure is None
+    assert short.decided_at_s is not None and short.sim_time_s < 0.2
+
+
+def test_without_objectives_a_stable_run_is_success(bd: Any, scene_of: Any) -> None:
+    s = run(scene_of, dropped_block(bd), options={"duration_s": 0.5})
+    assert s.failure is None and "stable" in s.reason

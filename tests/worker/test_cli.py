@@ -1,0 +1,272 @@
+"""The real `simjail run` command: exit codes, --json output, request validation naming the bad
+field, and no job directory or process left behind.
+
+Every invocation runs once per module, all at once (each with its own TMPDIR), and the tests then
+check one invocation each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from common.models.simulation import FailureKind, SimulationResult
+
+SIMJAIL = Path(sys.executable).parent / "simjail"
+
+FILES = {
+    "drop.py": """\
+        from build123d import Box, Pos
+
+        def build():
+            block = Pos(0, 0, 100) * Box(20, 20, 20)
+            block.label = "block"
+            return block
+        """,
+    "zerodiv.py": """\
+        def build():
+            return 1 / 0
+        """,
+    "unknown-field.yaml": """\
+        target: block
+        zones:
+          - {name: pad, kind: goal, min: [-50, -50, 0], max: [50, 50, 50]}
+        colour: red
+        """,
+    "unknown-nested.yaml": """\
+        target: block
+        zones:
+          - {name: pad, kind: goal, min: [-50, -50, 0], max: [50, 50, 50], colour: red}
+        """,
+    "min-max.json": json.dumps(
+        {
+            "target": "block",
+            "zones": [{"name": "pad", "kind": "goal", "min": [0, 0, 5], "max": [1, 1, 5]}],
+        }
+    ),
+    "cwd.py": """\
+        import os
+
+        def build():
+            raise RuntimeError("cwd=" + os.getcwd())
+        """,
+    "list.yaml": "- 1\n- 2\n",
+    "not-a-file": "",  # becomes a regular file, used as a parent directory below
+}
+
+# name -> argv after `simjail`; `{d}` is the directory holding FILES.
+CASES: dict[str, list[str]] = {
+    "success-json": ["run", "{d}/drop.py", "--json", "--no-render", "--duration", "1"],
+    "fail-json": ["run", "{d}/zerodiv.py", "--json", "--no-render", "--duration", "1"],
+    "cwd-json": ["run", "{d}/cwd.py", "--json", "--no-render"],
+    "fail-text": ["run", "{d}/zerodiv.py", "--no-render", "--duration", "1"],
+    "objectives-unknown": ["run", "{d}/drop.py", "--objectives", "{d}/unknown-field.yaml"],
+    "objectives-unknown-nested": ["run", "{d}/drop.py", "--objectives", "{d}/unknown-nested.yaml"],
+    "objectives-min-max": ["run", "{d}/drop.py", "--objectives", "{d}/min-max.json", "--json"],
+    "objectives-not-mapping": ["run", "{d}/drop.py", "--objectives", "{d}/list.yaml"],
+    "duration-over-cap": ["run", "{d}/drop.py", "--duration", "61", "--json"],
+    "missing-design": ["run", "{d}/absent.py", "--json", "--no-render"],
+    "missing-objectives": ["run", "{d}/drop.py", "--objectives", "{d}/absent.yaml"],
+    "usage-no-args": [],
+    "usage-no-design": ["run"],
+    "usage-bad-duration": ["run", "{d}/drop.py", "--duration", "soon"],
+    "usage-unknown-flag": ["run", "{d}/drop.py", "--fast"],
+    "usage-unknown-command": ["fly", "{d}/drop.py"],
+    "store-unwritable": ["run", "{d}/zerodiv.py", "--out", "{d}/not-a-file/out", "--no-render"],
+}
+
+
+@dataclass
+class Run:
+    rc: int
+    stdout: str
+    stderr: str
+    tmpdir: Path
+    before: list[str]
+    after: list[str]
+    leftover_processes: list[str]
+
+
+@pytest.fixture(scope="module")
+def runs(
+    tmp_path_factory: pytest.TempPathFactory,
+    simjail_dirs: Callable[[Path], list[str]],
+    processes_under: Callable[[Path], list[str]],
+) -> dict[str, Run]:
+    files = tmp_path_factory.mktemp("cli-files")
+    for name, text in FILES.items():
+        (files / name).write_text(textwrap.dedent(text))
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("SIMJAIL_")}
+
+    def one(name: str) -> Run:
+        root = tmp_path_factory.mktemp(f"cli-{name}")
+        tmpdir = root / "tmp"
+        tmpdir.mkdir()
+        env = {**base_env, "TMPDIR": str(tmpdir), "XDG_DATA_HOME": str(root / "data")}
+        argv = [str(SIMJAIL)] + [a.format(d=files) for a in CASES[name]]
+        if CASES[name][:1] == ["run"] and "--out" not in argv:
+            argv += ["--out", str(root / "artifacts")]
+        before = simjail_dirs(tmpdir)
+        p = subprocess.run(
+            argv, env=env, cwd=root, capture_output=True, text=True, timeout=300, check=False
+        )
+        return Run(
+            p.returncode, p.stdout, p.stderr, tmpdir, before, simjail_dirs(tmpdir),
+            processes_under(root),
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=len(CASES)) as pool:
+        futures = {name: pool.submit(one, name) for name in CASES}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def json_result(run: Run) -> SimulationResult:
+    """stdout is exactly one JSON object, and it is a SimulationResult."""
+    lines = run.stdout.splitlines()
+    assert len(lines) == 1, run.stdout
+    assert isinstance(json.loads(lines[0]), dict)
+    return SimulationResult.model_validate_json(run.stdout)
+
+
+def invalid(run: Run, *needles: str) -> None:
+    """Exit 2, nothing on stdout, and stderr says what is wrong."""
+    assert run.rc == 2, run.stderr
+    assert run.stdout == ""
+    for n in needles:
+        assert n in run.stderr, run.stderr
+
+
+# --- outcomes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_success_json_exits_0(runs: dict[str, Run]) -> None:
+    run = runs["success-json"]
+    assert run.rc == 0, run.stderr
+    r = json_result(run)
+    assert r.outcome == "SUCCESS" and r.failure is None
+    assert r.metrics["sim_time_s"] == pytest.approx(1.0)
+    assert "block" in r.metrics["parts"]
+    assert r.video_url is None
+    assert r.policy_digest.startswith("sha256:")
+    assert r.artifact_urls["report"].startswith("file://")
+    report = Path(r.artifact_urls["report"].removeprefix("file://"))
+    assert report.is_file() and report.is_relative_to(run.tmpdir.parent / "artifacts")
+
+
+@pytest.mark.slow
+def test_fail_json_exits_1(runs: dict[str, Run]) -> None:
+    run = runs["fail-json"]
+    assert run.rc == 1, run.stderr
+    r = json_result(run)
+    assert (r.outcome, r.failure) == ("FAIL", FailureKind.USER_CODE_ERROR)
+    assert r.reason == "ZeroDivisionError: division by zero (design.py, line 2, in build)"
+
+
+@pytest.mark.slow
+def test_fail_text_exits_1_with_a_readable_verdict(runs: dict[str, Run]) -> None:
+    run = runs["fail-text"]
+    assert run.rc == 1, run.stderr
+    first = run.stdout.splitlines()[0]
+    assert first.startswith("FAIL (USER_CODE_ERROR): ZeroDivisionError: division by zero")
+    assert "report" in run.stdout
+
+
+@pytest.mark.slow
+def test_unwritable_store_is_an_infrastructure_error(runs: dict[str, Run]) -> None:
+    run = runs["store-unwritable"]
+    assert run.rc == 3, run.stderr
+    assert "simjail: infrastructure error: cannot write" in run.stderr
+    assert run.stdout == ""
+
+
+# --- invalid requests ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_objectives_unknown_field_exits_2_naming_it(runs: dict[str, Run]) -> None:
+    invalid(runs["objectives-unknown"], "objectives.colour: Extra inputs are not permitted")
+
+
+@pytest.mark.slow
+def test_objectives_unknown_nested_field_exits_2_naming_it(runs: dict[str, Run]) -> None:
+    invalid(
+        runs["objectives-unknown-nested"],
+        "objectives.zones.0.colour: Extra inputs are not permitted",
+    )
+
+
+@pytest.mark.slow
+def test_objectives_min_not_below_max_exits_2_naming_it(runs: dict[str, Run]) -> None:
+    invalid(
+        runs["objectives-min-max"],
+        "objectives.zones.0: Value error, min.z (5.0) must be smaller than max.z (5.0)",
+    )
+
+
+@pytest.mark.slow
+def test_objectives_not_a_mapping_exits_2(runs: dict[str, Run]) -> None:
+    invalid(runs["objectives-not-mapping"], "objectives:", "must hold a mapping")
+
+
+@pytest.mark.slow
+def test_duration_over_the_cap_exits_2_naming_it(runs: dict[str, Run]) -> None:
+    invalid(runs["duration-over-cap"], "options.duration_s: Input should be less than or equal")
+
+
+@pytest.mark.slow
+def test_missing_design_exits_2(runs: dict[str, Run]) -> None:
+    invalid(runs["missing-design"], "simjail: design: cannot read", "absent.py")
+
+
+@pytest.mark.slow
+def test_missing_objectives_exits_2(runs: dict[str, Run]) -> None:
+    invalid(runs["missing-objectives"], "simjail: objectives: cannot read", "absent.yaml")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("usage-no-args", "required: command"),
+        ("usage-no-design", "required: design"),
+        ("usage-bad-duration", "argument --duration: invalid float value: 'soon'"),
+        ("usage-unknown-flag", "unrecognized arguments: --fast"),
+        ("usage-unknown-command", "invalid choice: 'fly'"),
+    ],
+)
+def test_usage_errors_exit_2(runs: dict[str, Run], name: str, needle: str) -> None:
+    invalid(runs[name], "usage: simjail", needle)
+
+
+# --- hygiene -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_no_job_dir_or_process_remains(runs: dict[str, Run], name: str) -> None:
+    run = runs[name]
+    assert run.before == [] and run.after == []
+    assert run.leftover_processes == []
+
+
+@pytest.mark.slow
+def test_jobs_work_in_the_temp_dir_they_were_given(runs: dict[str, Run]) -> None:
+    """The hygiene check above looks in TMPDIR: prove the job really worked there."""
+    run = runs["cwd-json"]
+    assert run.rc == 1, run.stderr
+    reason = json_result(run).reason
+    cwd = Path(reason.removeprefix("RuntimeError: cwd=").split(" (design.py")[0])
+    assert cwd.name == "build-design"
+    assert cwd.parent.parent == run.tmpdir
+    assert cwd.parent.name.startswith("simjail-cwd-")
+    assert not cwd.parent.exists()

@@ -1,0 +1,335 @@
+"""run_request end to end with real build and physics children: each kind of broken design ends
+as the right FAIL, a working one as SUCCESS, and no job leaves a directory or a process behind.
+
+The jobs run concurrently once per module (the build123d import, ~3 s of CPU, dominates each);
+the tests then check one job each.
+"""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import textwrap
+import threading
+import types
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from common.models.simulation import (
+    CadSource,
+    FailureKind,
+    Limits,
+    SimOptions,
+    SimulationRequest,
+    SimulationResult,
+)
+from worker import pipeline
+from worker.errors import InvalidRequest
+from worker.settings import Settings
+from worker.simulation.loop import Progress
+from worker.storage.local import LocalStore
+
+DESIGNS = {
+    "zerodiv": """\
+        def helper():
+            return 1 / 0
+
+        def build():
+            return helper()
+        """,
+    "syntax": """\
+        from build123d import Box
+
+        def build()
+            return Box(10, 10, 10)
+        """,
+    "returns-none": """\
+        def build():
+            return None
+        """,
+    "returns-number": """\
+        def build():
+            return 42
+        """,
+    "neither": """\
+        import math
+
+        x = math.pi
+        """,
+    "module-result": """\
+        from build123d import Box, Pos
+
+        result = Pos(0, 0, 20) * Box(10, 10, 10)
+        result.label = "cube"
+        """,
+    "parts-typo": """\
+        from build123d import Box
+
+        PARTS = {"cube": {"fixed": True}, "ghost": {"fixed": True}}
+
+        def build():
+            b = Box(10, 10, 10)
+            b.label = "cube"
+            return b
+        """,
+    "system-exit": """\
+        import sys
+
+        def build():
+            sys.exit(0)
+        """,
+    "hard-exit": """\
+        import os
+
+        def build():
+            os._exit(0)
+        """,
+    "rt-signal": """\
+        import os, signal
+
+        def build():
+            os.kill(os.getpid(), signal.SIGRTMIN + 5)
+        """,
+    "cwd": """\
+        import os
+
+        def build():
+            raise RuntimeError("cwd=" + os.getcwd())
+        """,
+}
+
+
+@dataclass
+class Jobs:
+    tmpdir: Path
+    """The temp dir every job of this module made its work directory in."""
+    root: Path
+    before: list[str]
+    after: list[str] = field(default_factory=list)
+    workdirs: dict[str, Path] = field(default_factory=dict)
+    results: dict[str, SimulationResult] = field(default_factory=dict)
+    errors: dict[str, Exception] = field(default_factory=dict)
+    progress: dict[str, list[Progress]] = field(default_factory=dict)
+    children_after: list[psutil.Process] = field(default_factory=list)
+    leftover_processes: list[str] = field(default_factory=list)
+    store: LocalStore | None = None
+
+
+def request(name: str, code: str, **options: Any) -> SimulationRequest:
+    return SimulationRequest(
+        request_id=name,
+        design=CadSource(code=textwrap.dedent(code)),
+        options=SimOptions(duration_s=1.0, render=False, **options),
+    )
+
+
+@pytest.fixture(scope="module")
+def jobs(
+    tmp_path_factory: pytest.TempPathFactory,
+    simjail_dirs: Callable[[Path], list[str]],
+    processes_under: Callable[[Path], list[str]],
+) -> Jobs:
+    root = tmp_path_factory.mktemp("pipeline")
+    tmpdir = root / "tmp"
+    tmpdir.mkdir()
+    out = Jobs(tmpdir=tmpdir, root=root, before=simjail_dirs(tmpdir))
+    lock = threading.Lock()
+
+    def mkdtemp(prefix: str = "", **kw: Any) -> str:
+        path = tempfile.mkdtemp(prefix=prefix, **kw)
+        with lock:
+            out.workdirs[prefix] = Path(path)
+        return path
+
+    settings = Settings(data_dir=root / "data", artifacts_dir=root / "artifacts")
+    store = LocalStore(root / "artifacts")
+    out.store = store
+
+    def one(name: str) -> None:
+        seen: list[Progress] = []
+        out.progress[name] = seen
+        try:
+            out.results[name] = pipeline.run_request(
+                request(name, DESIGNS[name]), settings, store, on_progress=seen.append
+            )
+        except Exception as e:  # reported by the test of this job, not by all of them
+            out.errors[name] = e
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tempfile, "tempdir", str(tmpdir))
+        mp.setattr(pipeline, "tempfile", types.SimpleNamespace(mkdtemp=mkdtemp))
+        with ThreadPoolExecutor(max_workers=len(DESIGNS)) as pool:
+            for f in [pool.submit(one, name) for name in DESIGNS]:
+                f.result()
+    out.after = simjail_dirs(tmpdir)
+    out.children_after = psutil.Process().children(recursive=True)
+    out.leftover_processes = processes_under(root)
+    return out
+
+
+def check(jobs: Jobs, name: str, kind: FailureKind | None, reason: str | None = None) -> str:
+    if name in jobs.errors:
+        raise jobs.errors[name]
+    r = jobs.results[name]
+    assert r.failure == kind, r.reason
+    assert r.outcome == ("SUCCESS" if kind is None else "FAIL")
+    if reason is not None:
+        assert r.reason == reason
+    return r.reason
+
+
+# --- user mistakes -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_exception_in_build_is_user_code_error_with_the_traceback_line(jobs: Jobs) -> None:
+    reason = check(jobs, "zerodiv", FailureKind.USER_CODE_ERROR)
+    assert "ZeroDivisionError: division by zero" in reason
+    assert reason == "ZeroDivisionError: division by zero (design.py, line 2, in helper)"
+
+
+@pytest.mark.slow
+def test_syntax_error_names_the_line(jobs: Jobs) -> None:
+    reason = check(jobs, "syntax", FailureKind.SYNTAX_ERROR)
+    assert reason.startswith("SyntaxError: ")
+    assert reason.endswith("(design.py, line 3)")
+
+
+@pytest.mark.slow
+def test_build_returning_none_is_no_geometry(jobs: Jobs) -> None:
+    check(jobs, "returns-none", FailureKind.NO_GEOMETRY, "build() returned no solid")
+
+
+@pytest.mark.slow
+def test_build_returning_a_number_is_no_geometry(jobs: Jobs) -> None:
+    check(
+        jobs,
+        "returns-number",
+        FailureKind.NO_GEOMETRY,
+        "build() returned a int, not a build123d shape",
+    )
+
+
+@pytest.mark.slow
+def test_neither_build_nor_result_is_no_geometry(jobs: Jobs) -> None:
+    check(
+        jobs,
+        "neither",
+        FailureKind.NO_GEOMETRY,
+        "design.py defines neither build() nor a module-level result",
+    )
+
+
+@pytest.mark.slow
+def test_parts_naming_a_missing_part_is_invalid_geometry(jobs: Jobs) -> None:
+    reason = check(jobs, "parts-typo", FailureKind.INVALID_GEOMETRY)
+    assert reason.endswith("PARTS names parts that build() did not return: ['ghost']")
+
+
+@pytest.mark.slow
+def test_system_exit_in_build_is_a_user_code_error(jobs: Jobs) -> None:
+    reason = check(jobs, "system-exit", FailureKind.USER_CODE_ERROR)
+    assert reason.startswith("SystemExit: 0")
+
+
+@pytest.mark.slow
+def test_hard_exit_without_a_result_is_no_result(jobs: Jobs) -> None:
+    check(
+        jobs, "hard-exit", FailureKind.NO_RESULT, "The design build step exited without a result."
+    )
+
+
+@pytest.mark.slow
+def test_killed_by_a_real_time_signal_is_crashed(jobs: Jobs) -> None:
+    rt = signal.SIGRTMIN + 5
+    check(
+        jobs, "rt-signal", FailureKind.CRASHED, f"The design build step was killed by signal {rt}."
+    )
+
+
+# --- a working design ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_module_level_result_is_built_and_simulated(jobs: Jobs) -> None:
+    check(jobs, "module-result", None)
+    r = jobs.results["module-result"]
+    m = r.metrics
+    assert m["sim_time_s"] == pytest.approx(1.0)
+    assert m["steps"] == 500
+    cube = m["parts"]["cube"]
+    assert cube["mass_kg"] == pytest.approx(1e-3, rel=1e-3)  # 10 mm cube, default 1000 kg/m³
+    assert cube["initial_position_mm"] == pytest.approx([0, 0, 20], abs=1e-6)
+    assert cube["final_position_mm"][2] == pytest.approx(5.0, abs=1.0)  # resting on the floor
+    assert set(m["resources"]) == {"build_design", "physics"}
+    assert r.video_url is None
+    assert {"geometry", "logs", "report", "mjcf"} <= set(r.artifact_urls)
+    phases = [p.phase for p in jobs.progress["module-result"]]
+    assert phases[0] == "build"
+    assert len(phases) > 1 and phases[-1] != "build"  # the physics child's progress came through
+    assert jobs.store is not None
+    stored = (jobs.root / "artifacts" / "module-result" / "result.json").read_text()
+    assert SimulationResult.model_validate_json(stored) == r
+
+
+# --- hygiene -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_jobs_work_in_the_system_temp_dir_and_remove_it(jobs: Jobs) -> None:
+    reason = check(jobs, "cwd", FailureKind.USER_CODE_ERROR)
+    cwd = Path(reason.removeprefix("RuntimeError: cwd=").split(" (design.py")[0])
+    workdir = jobs.workdirs["simjail-cwd-"]
+    assert cwd == workdir / "build-design"
+    assert workdir.parent == jobs.tmpdir
+    assert set(jobs.workdirs) == {f"simjail-{name}-" for name in DESIGNS}
+    assert [p for p in jobs.workdirs.values() if p.exists()] == []
+    assert jobs.before == [] and jobs.after == []
+
+
+@pytest.mark.slow
+def test_no_child_process_remains(jobs: Jobs) -> None:
+    assert jobs.children_after == []
+    assert jobs.leftover_processes == []
+
+
+@pytest.mark.slow
+def test_every_result_was_stored(jobs: Jobs) -> None:
+    assert jobs.errors == {}
+    for name, r in jobs.results.items():
+        stored = jobs.root / "artifacts" / name / "result.json"
+        assert SimulationResult.model_validate_json(stored.read_text()) == r
+        assert r.artifact_urls["logs"].startswith("file://")
+
+
+# --- refused before any child starts -------------------------------------------------------------
+
+
+def test_limits_above_the_policy_are_an_invalid_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, simjail_dirs: Callable[[Path], list[str]]
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    settings = Settings(data_dir=tmp_path, physics_wall_s=60)
+    req = request("too-long", DESIGNS["zerodiv"], limits=Limits(wall_s=61))
+    with pytest.raises(InvalidRequest) as exc:
+        pipeline.run_request(req, settings, LocalStore(tmp_path / "a"))
+    assert exc.value.message.startswith("options.limits.wall_s: 61.0 is above")
+    assert simjail_dirs(tmp_path) == []
+    assert psutil.Process().children() == []
+
+
+def test_unreadable_uri_is_an_invalid_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, simjail_dirs: Callable[[Path], list[str]]
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    missing = tmp_path / "nope.py"
+    req = SimulationRequest(request_id="u", design=CadSource(uri=missing.as_uri()))
+    with pytest.raises(InvalidRequest, match=r"^design\.uri: cannot read"):
+        pipeline.run_request(req, Settings(data_dir=tmp_path), LocalStore(tmp_path / "a"))
+    assert simjail_dirs(tmp_path) == []
