@@ -1,0 +1,53 @@
+"""simulate_local: builder → loop → render → store for an already-built object, in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from build123d import Box, Pos
+
+from common.models.simulation import FailureKind, Objectives, SimOptions
+from worker.storage.local import LocalStore
+from worker.utils.simulation import simulate_local
+
+
+def test_simulate_local_runs_and_stores_every_artifact(tmp_path: Path) -> None:
+    block = Pos(0, 0, 200) * Box(60, 60, 60)
+    block.label = "block"
+    objectives = Objectives.model_validate(
+        {
+            "target": "block",
+            "goal_hold_s": 0.5,
+            "zones": [{"name": "pad", "kind": "goal", "min": [-80, -80, 0], "max": [80, 80, 80]}],
+        }
+    )
+    opts = SimOptions(duration_s=1.5, width=320, height=240)
+    result = simulate_local(
+        block, opts, objectives, store=LocalStore(tmp_path), request_id="local-test"
+    )
+    assert result.outcome == "SUCCESS" and result.failure is None
+    assert set(result.artifact_urls) >= {"video", "poster", "mjcf", "report", "geometry"}
+    for url in result.artifact_urls.values():
+        path = Path(urlparse(url).path)
+        assert path.is_file() and path.parent == tmp_path / "local-test"
+    assert result.video_url == result.artifact_urls["video"]
+    assert result.metrics["parts"]["block"]["mass_kg"] == pytest.approx(
+        0.216
+    )  # 60³ mm³, 1000 kg/m³
+    assert result.metrics["frames"] == 45
+    assert (tmp_path / "local-test" / "result.json").is_file()
+    assert "SUCCESS" in (tmp_path / "local-test" / "report.md").read_text()
+
+
+def test_simulate_local_reports_geometry_failures(tmp_path: Path) -> None:
+    a = Pos(0, 0, 50) * Box(40, 40, 40)
+    a.label = "same"
+    b = Pos(100, 0, 50) * Box(40, 40, 40)
+    b.label = "same"
+    result = simulate_local(
+        [a, b], SimOptions(render=False), store=LocalStore(tmp_path), request_id="dup"
+    )
+    assert result.failure == FailureKind.INVALID_GEOMETRY
+    assert "duplicate part labels ['same']" in result.reason
