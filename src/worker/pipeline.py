@@ -30,7 +30,13 @@ from common.models.simulation import (
 )
 from worker.errors import InfrastructureError, InvalidRequest
 from worker.sandbox.launcher import Launcher, LaunchSpec, SubprocessLauncher
-from worker.sandbox.protocol import ProgressFrame
+from worker.sandbox.protocol import (
+    PhysicsPayload,
+    ProgressFrame,
+    ProtocolError,
+    build_result,
+    physics_result,
+)
 from worker.sandbox.supervisor import ChildOutcome, LaunchError, classify, run_child
 from worker.settings import Settings
 from worker.simulation.geometry import Geometry, GeometryError, merge, validate_geometry
@@ -112,13 +118,12 @@ class Job:
                 payload = self._physics(workdir, geom)
             except _Failed as f:
                 return self._publish(workdir, f.kind, f.reason, {}, {}, t0)
-            failure = FailureKind(payload["failure"]) if payload.get("failure") else None
             return self._publish(
                 workdir / "physics",
-                failure,
-                str(payload["reason"]),
-                payload.get("metrics") or {},
-                payload.get("files") or {},
+                payload.failure,
+                payload.reason,
+                payload.metrics,
+                {str(k): v for k, v in payload.files.items()},
                 t0,
             )
         finally:
@@ -188,19 +193,9 @@ class Job:
             raise _Failed(FailureKind(out.error.kind), where + out.error.message)
         assert out.result is not None
         try:
-            geom = Geometry.model_validate(out.result.payload)
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
-            raise _Failed(
-                FailureKind.INVALID_GEOMETRY,
-                f"The {kind} geometry is malformed at {loc}: {err['msg']}",
-            ) from None
-        if any(p.source != kind for p in geom.parts):
-            raise _Failed(
-                FailureKind.PROTOCOL_VIOLATION, f"The {kind} build mislabelled its parts."
-            )
-        return geom
+            return build_result(out.result, kind)
+        except ProtocolError as e:
+            raise _Failed(FailureKind.PROTOCOL_VIOLATION, f"The {kind} build {e}.") from None
 
     def _resolve(self, src: CadSource, kind: str) -> tuple[str | None, bytes | None]:
         if src.code is not None:
@@ -227,7 +222,7 @@ class Job:
 
     # --- physics ---------------------------------------------------------------------------------
 
-    def _physics(self, workdir: Path, geom: Geometry) -> dict[str, Any]:
+    def _physics(self, workdir: Path, geom: Geometry) -> PhysicsPayload:
         jobdir = workdir / "physics"
         jobdir.mkdir()
         wall = self.settings.physics_wall_s
@@ -254,11 +249,16 @@ class Job:
         if failed is not None:
             raise _Failed(*failed)
         assert out.result is not None
-        payload = out.result.payload
-        if payload.get("status") == "infra":
-            raise InfrastructureError(str(payload.get("message")))
-        for key, s in (payload.get("metrics") or {}).get("phases_s", {}).items():
-            self.phases[key] = s
+        try:
+            payload = physics_result(out.result)
+        except ProtocolError as e:
+            raise _Failed(FailureKind.PROTOCOL_VIOLATION, f"The physics step: {e}.") from None
+        if payload.status == "infra":
+            raise InfrastructureError(payload.message)
+        if payload.failure is None and not payload.reason:
+            raise _Failed(FailureKind.PROTOCOL_VIOLATION, "The physics step gave no verdict.")
+        for key, secs in (payload.metrics.get("phases_s") or {}).items():
+            self.phases[key] = secs
         return payload
 
     # --- shared ----------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ turns anything malformed into a ProtocolError; it never trusts a length it has n
 Frame types (the `type` key):
 - child → supervisor: `progress` (phase, sim_time_s, fraction), `result` (payload per jail),
   `error` (kind, message: user-code errors the build child observed).
+
+Result payloads are validated here too (`build_result`, `physics_result`), so no other module
+interprets what a child sent.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import struct
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.models.simulation import FailureKind
+from worker.simulation.geometry import Geometry
 
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -152,3 +158,43 @@ class FrameReader:
     def pending(self) -> int:
         """Bytes of an incomplete frame left at EOF (a truncated frame)."""
         return len(self._buf)
+
+
+# --- Result payloads --------------------------------------------------------------------------
+
+
+class PhysicsPayload(_Frame):
+    """What the physics child reports. `status` "infra" marks a fault of the worker (e.g. no
+    rendering), not of the design; then only `message` is meaningful."""
+
+    status: Literal["ok", "infra"]
+    failure: FailureKind | None = None
+    reason: str = Field(default="", max_length=4000)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    files: dict[Literal["video", "poster", "mjcf"], str] = Field(default_factory=dict)
+    message: str = Field(default="", max_length=4000)
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"]) or "payload"
+    return f"{loc}: {err['msg']}"
+
+
+def build_result(frame: ResultFrame, kind: str) -> Geometry:
+    """The geometry a build child returned; ProtocolError if it is not valid Geometry or claims
+    parts of the other source."""
+    try:
+        geom = Geometry.model_validate(frame.payload)
+    except ValidationError as e:
+        raise ProtocolError(f"the {kind} geometry is malformed at {_first_error(e)}") from None
+    if any(p.source != kind for p in geom.parts):
+        raise ProtocolError(f"the {kind} build mislabelled the source of its parts")
+    return geom
+
+
+def physics_result(frame: ResultFrame) -> PhysicsPayload:
+    try:
+        return PhysicsPayload.model_validate(frame.payload)
+    except ValidationError as e:
+        raise ProtocolError(f"the physics result is malformed at {_first_error(e)}") from None
