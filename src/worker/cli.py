@@ -100,6 +100,7 @@ def build_request(args: argparse.Namespace) -> SimulationRequest:
         if name == "design":  # examples/ramp/design.py → ramp-design
             name = f"{args.design.resolve().parent.name}-{name}"
         stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:48]
+        stem = stem.lstrip("-_")  # a request id starts with a letter or digit (_x.py, .d/design.py)
         request_id = f"{stem or 'design'}-{digest}"
     return SimulationRequest.model_validate(
         {
@@ -189,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID
     except InfrastructureError as e:
         print(f"simjail: infrastructure error: {e.message}", file=sys.stderr)
+        return EXIT_INFRA
+    except Exception:  # a bug of ours: never let it look like a FAIL (exit 1)
+        structlog.get_logger("simjail.cli").exception("internal.error")
+        print("simjail: internal error (see the log above); please report it", file=sys.stderr)
         return EXIT_INFRA
     return EXIT_INVALID
 

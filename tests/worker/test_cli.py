@@ -59,6 +59,14 @@ FILES = {
         def build():
             raise RuntimeError("cwd=" + os.getcwd())
         """,
+    "_scratch.py": """\
+        def build():
+            return 1 / 0
+        """,
+    ".hidden/design.py": """\
+        def build():
+            return 1 / 0
+        """,
     "list.yaml": "- 1\n- 2\n",
     "not-a-file": "",  # becomes a regular file, used as a parent directory below
 }
@@ -68,6 +76,8 @@ CASES: dict[str, list[str]] = {
     "success-json": ["run", "{d}/drop.py", "--json", "--no-render", "--duration", "1"],
     "fail-json": ["run", "{d}/zerodiv.py", "--json", "--no-render", "--duration", "1"],
     "cwd-json": ["run", "{d}/cwd.py", "--json", "--no-render"],
+    "underscore-name": ["run", "{d}/_scratch.py", "--json", "--no-render"],
+    "dot-dir-design": ["run", "{d}/.hidden/design.py", "--json", "--no-render"],
     "fail-text": ["run", "{d}/zerodiv.py", "--no-render", "--duration", "1"],
     "objectives-unknown": ["run", "{d}/drop.py", "--objectives", "{d}/unknown-field.yaml"],
     "objectives-unknown-nested": ["run", "{d}/drop.py", "--objectives", "{d}/unknown-nested.yaml"],
@@ -104,6 +114,7 @@ def runs(
 ) -> dict[str, Run]:
     files = tmp_path_factory.mktemp("cli-files")
     for name, text in FILES.items():
+        (files / name).parent.mkdir(exist_ok=True)
         (files / name).write_text(textwrap.dedent(text))
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SIMJAIL_")}
 
@@ -170,6 +181,22 @@ def test_fail_json_exits_1(runs: dict[str, Run]) -> None:
     r = json_result(run)
     assert (r.outcome, r.failure) == ("FAIL", FailureKind.USER_CODE_ERROR)
     assert r.reason == "ZeroDivisionError: division by zero (design.py, line 2, in build)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "prefix"), [("underscore-name", "scratch-"), ("dot-dir-design", "hidden-design-")]
+)
+def test_request_id_from_any_file_name_is_valid(
+    runs: dict[str, Run], name: str, prefix: str
+) -> None:
+    """`_scratch.py` or `.hidden/design.py` must not make the derived request id invalid."""
+    run = runs[name]
+    assert run.rc == 1, run.stderr
+    r = json_result(run)
+    assert r.failure == FailureKind.USER_CODE_ERROR
+    key = Path(r.artifact_urls["report"].removeprefix("file://")).parent.name
+    assert key.startswith(prefix)
 
 
 @pytest.mark.slow

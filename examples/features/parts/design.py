@@ -6,8 +6,8 @@ label gets a generated name, `part_<n>` in the design and `env_<n>` in the envir
 the leaf's index in tree order. A leaf's `color` is its colour in the video; without one, parts are
 coloured from a fixed palette.
 
-Nothing here moves on its own: three free blocks resting on the floor. Without objectives, a run that
-stays stable is SUCCESS.
+Nothing here moves on its own: three free blocks resting on the floor. Without objectives, a run
+that stays stable is SUCCESS.
 """
 
 from build123d import Box, Color, Compound, Pos

@@ -5,9 +5,9 @@ part moves with it as one rigid body, keeping its offset and orientation relativ
 remaining a part of its own: its own label, colour, material and metrics. Welds take no axis,
 anchor, range or actuator.
 
-A pine beam is hinged to the world at its left end; a brass weight welded to its right end makes
-it swing down faster and further out, and swings with it. A sign welded to the world floats in
-the air above, untouched by gravity.
+A pine beam is hinged to the world at its left end and swings down; a brass weight welded to its
+right end swings with it, keeping its place on the beam. A sign welded to the world floats in the
+air above, untouched by gravity.
 """
 
 from build123d import Box, Pos

@@ -98,7 +98,13 @@ class CadSource(StrictModel):
     @field_validator("code")
     @classmethod
     def _code_size(cls, v: str | None) -> str | None:
-        if v is not None and len(v.encode("utf-8", "surrogatepass")) > MAX_CODE_BYTES:
+        if v is None:
+            return v
+        try:
+            size = len(v.encode("utf-8"))
+        except UnicodeEncodeError as e:  # lone surrogates: not UTF-8, and not serialisable
+            raise ValueError(f"source code is not valid UTF-8 text: {e.reason}") from None
+        if size > MAX_CODE_BYTES:
             raise ValueError(f"source code is larger than {MAX_CODE_BYTES} bytes")
         return v
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.models.simulation import FailureKind
@@ -65,27 +67,22 @@ def encode(frame: dict[str, Any]) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # unrolled: no backtracking
+_DEPTH_STEP = np.zeros(256, dtype=np.int8)
+_DEPTH_STEP[[ord("["), ord("{")]] = 1
+_DEPTH_STEP[[ord("]"), ord("}")]] = -1
+
+
 def _depth_ok(raw: bytes) -> bool:
-    """Reject nesting deeper than MAX_DEPTH before json.loads can recurse on it."""
-    depth = 0
-    in_str = esc = False
-    for ch in raw:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == 0x5C:  # backslash
-                esc = True
-            elif ch == 0x22:  # quote
-                in_str = False
-        elif ch == 0x22:
-            in_str = True
-        elif ch in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > MAX_DEPTH:
-                return False
-        elif ch in (0x5D, 0x7D):
-            depth -= 1
-    return True
+    """Reject nesting deeper than MAX_DEPTH before json.loads can recurse on it.
+
+    Strings are cut out first (brackets inside them do not nest), then the running bracket
+    count is taken with numpy: both steps run in C, so a 64 MiB frame costs milliseconds."""
+    skeleton = _JSON_STRING.sub(b"", raw)
+    if not skeleton:
+        return True
+    steps = _DEPTH_STEP[np.frombuffer(skeleton, dtype=np.uint8)]
+    return int(np.cumsum(steps, dtype=np.int64).max()) <= MAX_DEPTH
 
 
 def _no_constant(name: str) -> Any:

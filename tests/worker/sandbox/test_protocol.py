@@ -71,6 +71,7 @@ any_frame = progress_frames | result_frames | error_frames
 # --- round trips ---------------------------------------------------------------------------------
 
 
+@settings(deadline=None)  # timing varies on a loaded 2-core CI machine
 @given(progress_frames)
 def test_progress_round_trip(frame: dict[str, Any]) -> None:
     data = encode(frame)
@@ -81,6 +82,7 @@ def test_progress_round_trip(frame: dict[str, Any]) -> None:
     assert got.model_dump() == frame
 
 
+@settings(deadline=None)  # timing varies on a loaded 2-core CI machine
 @given(any_frame)
 def test_every_frame_type_round_trips(frame: dict[str, Any]) -> None:
     got = parse(encode(frame)[4:])
@@ -91,7 +93,7 @@ def test_every_frame_type_round_trips(frame: dict[str, Any]) -> None:
     assert got.model_dump() == frame
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(any_frame, max_size=8), st.data())
 def test_reader_gives_the_same_frames_for_any_chunking(
     frames: list[dict[str, Any]], data: st.DataObject

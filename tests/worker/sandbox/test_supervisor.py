@@ -350,6 +350,31 @@ def test_timeout_kills_the_whole_session(tmp_path: Path) -> None:
     assert wait_session_gone(sids[0]) == []
 
 
+def test_a_raising_progress_callback_ends_the_child_before_returning(tmp_path: Path) -> None:
+    """Cancellation reaches the supervisor as an exception from the heartbeat callback: the
+    child must be dead (not merely signalled) when it propagates, and nothing may leak."""
+    sids: list[int] = []
+
+    def cancel(f: ProgressFrame) -> None:
+        sids.append(int(f.phase))
+        raise KeyboardInterrupt("cancelled")
+
+    before = open_fds()
+    t = time.monotonic()
+    with pytest.raises(KeyboardInterrupt, match="cancelled"):
+        run(
+            tmp_path,
+            'send({"type": "progress", "phase": str(os.getpid())}); time.sleep(600)',
+            wall_s=60,
+            on_progress=cancel,
+        )
+    assert time.monotonic() - t < 5
+    assert len(sids) == 1
+    assert session_survivors(sids[0]) == []  # already gone: no grace period needed
+    assert not alive(sids[0])
+    assert open_fds() == before
+
+
 def test_launch_failure_is_launch_error(tmp_path: Path) -> None:
     class Missing:
         name = "missing"
