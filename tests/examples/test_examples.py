@@ -1,6 +1,6 @@
 """Every example under examples/, end to end through the real `simjail run --json` command.
 
-Each example's documented outcome (docs/designs.md, "Writing a design") is asserted exactly, plus
+Each example's documented outcome (README.md, "Writing a design") is asserted exactly, plus
 physical facts that the metrics must show: a hinged part keeps its distance to its axis, a slide
 moves only along its axis, a welded part moves with its parent, fixed parts stay put, masses
 follow from materials. The runs are independent child processes (each imports build123d, ~2 s),
@@ -349,7 +349,7 @@ def test_arm_result_holds_over_a_longer_run(runs: dict[str, Future[Run]]) -> Non
     assert run.metrics["sim_time_s"] == pytest.approx(8.0)
 
 
-# --- features (docs/designs.md) ----------------------------------------------------------------
+# --- features (README.md) ----------------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -577,10 +577,6 @@ def test_every_example_is_run() -> None:
 
 
 def test_every_example_is_documented() -> None:
-    docs = "".join(
-        p.read_text(encoding="utf-8")
-        for p in (ROOT / "README.md", ROOT / "docs" / "designs.md")
-        if p.is_file()
-    )
+    docs = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = sorted(d for d in _example_dirs() if f"examples/{d}" not in docs)
     assert not missing, f"examples not mentioned in the README: {missing}"

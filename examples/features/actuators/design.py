@@ -3,7 +3,7 @@
 An actuator drives the joint of the part it belongs to (a hinge or a slide; a weld has none) and is
 named after that part: a control `{actuator: pushed, ...}` drives part "pushed". Units follow the
 joint: radians and N·m on a hinge, millimetres and newtons on a slide.
-  motor     force (torque) = gear × control; the control is in N (N·m).
+  motor     the control is the force (torque) itself, in N (N·m).
   position  servo to the control, a position (mm or rad), with stiffness `kp` (N/mm or N·m/rad).
   velocity  servo to the control, a speed (mm/s or rad/s), with gain `kv` (N per mm/s or
             N·m per rad/s).
@@ -25,14 +25,14 @@ PARTS = {
         "joint": {
             "type": "slide",
             "axis": (1, 0, 0),
-            "actuator": {"kind": "motor", "gear": 1.0, "force_limit": 1.0},
+            "actuator": {"kind": "motor", "force_limit": 1.0},
         },
     },
     "servo": {
         "joint": {
             "type": "slide",
             "axis": (1, 0, 0),
-            "damping": 6.0,  # N·s/m: about critical for kp = 0.05 N/mm and 0.17 kg
+            "damping": 0.006,  # N per mm/s: about critical for kp = 0.05 N/mm and 0.17 kg
             "actuator": {
                 "kind": "position",
                 "kp": 0.05,  # N per mm of error

@@ -2,7 +2,7 @@
 
 A slide moves a part along `axis` (a world direction at t = 0, need not be a unit vector) without
 turning it. `range` limits the travel in millimetres from the pose it was built in; `damping` is in
-N·s/m. `parent` is "world" or another part's label: a part on a slide to another part moves along
+N per mm/s. `parent` is "world" or another part's label: a part on a slide to another part moves along
 the axis relative to that part and is carried along by it.
 
 A carriage on a sloping rail (a slide to the world, pointing down the slope) rolls down under its
@@ -19,7 +19,7 @@ PARTS = {
             "parent": "world",
             "axis": (2, 0, -1),  # down a 1-in-2 slope, towards +x
             "range": (0, 150),  # mm along the axis: it may only go down the slope, 150 mm
-            "damping": 2.0,  # N·s/m
+            "damping": 0.002,  # N per mm/s
         },
     },
     "rider": {

@@ -185,6 +185,9 @@ def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> 
                     meshname=mesh_name,
                     rgba=list(p.color or (0.7, 0.7, 0.7, 1.0)),
                     friction=[p.meta.friction or DEFAULT_FRICTION, 0.005, 0.0001],
+                    # MuJoCo takes the larger friction of two touching geoms unless one has
+                    # priority: a part's own friction wins over the default surfaces.
+                    priority=1 if p.meta.friction is not None else 0,
                     # Geometry never contributes mass: the body's inertial is the CAD solid's.
                     mass=0.0,
                 )
@@ -203,7 +206,6 @@ def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> 
             continue
         act = spec.add_actuator(name=p.label, target=p.label)
         act.trntype = mujoco.mjtTrn.mjTRN_JOINT
-        act.gear = [a.gear, 0, 0, 0, 0, 0]
         scale = _ctrl_scale(p)
         # Gains are given per contract unit (N/mm on a slide), MuJoCo wants them per metre.
         if a.kind == "motor":
@@ -284,7 +286,8 @@ def _add_joint(body: mujoco.MjsBody, p: Part) -> None:
     pos = (anchor - np.array(p.com_mm) * MM).tolist()
     jt = mujoco.mjtJoint.mjJNT_HINGE if j.type == "hinge" else mujoco.mjtJoint.mjJNT_SLIDE
     joint = body.add_joint(name=p.label, type=jt, axis=_unit(j.axis), pos=pos)
-    joint.damping = [j.damping, 0.0, 0.0]  # MuJoCo 4: linear, quadratic, cubic terms
+    # MuJoCo 4 takes linear, quadratic and cubic terms; a slide's N per mm/s is 1000 N per m/s.
+    joint.damping = [j.damping / (MM if j.type == "slide" else 1.0), 0.0, 0.0]
     if j.range is not None:
         joint.limited = 1
         lo, hi = j.range

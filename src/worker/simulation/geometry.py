@@ -32,13 +32,14 @@ MAX_COORD_MM = 1e6
 
 
 class Actuator(StrictModel):
-    """Drives the part's joint. `motor`: force/torque = gear·ctrl; `position`: servo to ctrl
-    (rad or mm) with gain `kp`; `velocity`: servo to ctrl (rad/s or mm/s) with gain `kv`.
+    """Drives the part's joint. `motor`: the control is the force (N) or torque (N·m) itself;
+    `position`: servo to the control (rad or mm) with stiffness `kp` (N·m/rad or N/mm);
+    `velocity`: servo to the control (rad/s or mm/s) with gain `kv` (N·m per rad/s or N per
+    mm/s). A position servo has no damping of its own: give its joint `damping`.
     `force_limit` (N or N·m) clamps the output; being clamped for longer than `overload_s` in a
     row is MOTOR_OVERLOAD."""
 
     kind: Literal["motor", "position", "velocity"] = "motor"
-    gear: float = Field(default=1.0, gt=0)
     kp: float = Field(default=10.0, gt=0)
     kv: float = Field(default=1.0, gt=0)
     ctrl_range: tuple[float, float] | None = None
@@ -49,7 +50,8 @@ class Actuator(StrictModel):
 class Joint(StrictModel):
     """Connects the part to `parent` ("world" or another part's label). `anchor` is a point in
     world millimetres at t=0 (default: the part's centre of mass); `axis` a direction in world
-    coordinates. `range` is in degrees (hinge) or millimetres (slide)."""
+    coordinates. `range` is in degrees (hinge) or millimetres (slide); `damping` in N·m per
+    rad/s (hinge) or N per mm/s (slide), like every other unit of the contract."""
 
     type: Literal["hinge", "slide", "weld"]
     parent: Name = "world"
@@ -226,6 +228,15 @@ def validate_geometry(
                 )
             if j.parent == p.label:
                 raise GeometryError("INVALID_GEOMETRY", f"part {p.label!r} is jointed to itself")
+            parent = by_label[j.parent]
+            # The design may mount itself on the task's fixed fixtures, but never grab a movable
+            # environment part (the target, say) at t=0; the environment never joints to design.
+            if p.source != parent.source and (p.source == "environment" or not parent.meta.fixed):
+                raise GeometryError(
+                    "INVALID_GEOMETRY",
+                    f"{p.source} part {p.label!r} may not be jointed to {parent.source} part "
+                    f"{j.parent!r}" + ("" if p.source == "environment" else " (it is not fixed)"),
+                )
     # Joint parents must form a forest (no cycles).
     for p in geom.parts:
         seen = {p.label}

@@ -25,6 +25,12 @@ def make_scene(
     return build_scene(geom, obj, opt), obj, opt
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MuJoCo writes MUJOCO_LOG.TXT into the working directory when a simulation diverges."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def scene_of() -> Any:
     """`scene_of(shapes, objectives=None, options=None, parts=None)` → (Scene, Objectives,

@@ -99,6 +99,27 @@ def test_joint_to_unknown_part_is_invalid() -> None:
     assert kind_of(part("a", meta=meta)) == "INVALID_GEOMETRY"
 
 
+def test_design_may_not_grab_a_movable_environment_part() -> None:
+    target = part("target", source="environment")
+    claw = part("claw", meta={"joint": {"type": "weld", "parent": "target"}})
+    with pytest.raises(GeometryError, match="may not be jointed to environment part 'target'"):
+        validate_geometry(Geometry(parts=[target, claw]))
+
+
+def test_design_may_mount_on_a_fixed_environment_part() -> None:
+    table = part("table", source="environment", meta={"fixed": True})
+    arm = part("arm", meta={"joint": {"type": "hinge", "parent": "table"}})
+    validate_geometry(Geometry(parts=[table, arm]))
+
+
+def test_environment_may_not_joint_to_the_design() -> None:
+    base = part("base", meta={"fixed": True})
+    fixture = part(
+        "fixture", source="environment", meta={"joint": {"type": "weld", "parent": "base"}}
+    )
+    assert kind_of(base, fixture) == "INVALID_GEOMETRY"
+
+
 def test_joint_cycle_is_invalid() -> None:
     a = part("a", meta={"joint": {"type": "weld", "parent": "b"}})
     b = part("b", meta={"joint": {"type": "weld", "parent": "a"}})

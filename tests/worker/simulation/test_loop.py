@@ -114,7 +114,7 @@ def test_position_servo_on_a_slide_takes_millimetres(bd: Any, scene_of: Any) -> 
                 "type": "slide",
                 "axis": [1, 0, 0],
                 "actuator": {"kind": "position", "kp": 2.0, "force_limit": 100},
-                "damping": 5,
+                "damping": 0.016,  # N per mm/s: critical for kp 2 N/mm and 32 g
             }
         }
     }
