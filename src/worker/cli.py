@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--json", action="store_true", help="print exactly one JSON SimulationResult on stdout"
     )
+    r.add_argument(
+        "--unsafe-subprocess",
+        action="store_true",
+        help="run the children WITHOUT the nsjail sandbox (development machines without "
+        "namespaces only; never for untrusted code)",
+    )
     return p
 
 
@@ -163,6 +169,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"simjail: {_validation_message(e)}", file=sys.stderr)
         return EXIT_INVALID
     settings = Settings.from_env()
+    if args.unsafe_subprocess:
+        settings = settings.model_copy(update={"sandbox": "unsafe-subprocess"})
     store = LocalStore(args.out or settings.artifacts_root)
     progress = _TerminalProgress()
     try:

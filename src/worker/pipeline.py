@@ -29,7 +29,9 @@ from common.models.simulation import (
     SimulationResult,
 )
 from worker.errors import InfrastructureError, InvalidRequest
+from worker.sandbox.hostio import UnsafeOutput, copy_out
 from worker.sandbox.launcher import Launcher, LaunchSpec, SubprocessLauncher
+from worker.sandbox.policy import Policy
 from worker.sandbox.protocol import (
     PhysicsPayload,
     ProgressFrame,
@@ -45,6 +47,9 @@ from worker.simulation.render import report_markdown
 from worker.storage.base import ArtifactStore
 
 log = structlog.get_logger("simjail.pipeline")
+
+ARTIFACT_NAMES = {"video": "video.mp4", "poster": "poster.png", "mjcf": "model.xml"}
+"""Files the physics job produces, by artifact name → stored file name."""
 
 CONTENT_TYPES = {
     "video": "video/mp4",
@@ -69,6 +74,18 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[key] = "unknown"
     return out
+
+
+def make_launcher(settings: Settings) -> Launcher:
+    """The launcher the settings name. nsjail is checked now and refuses to start (fail closed)
+    when it cannot work; the unsafe launcher is only ever used when asked for."""
+    if settings.sandbox == "unsafe-subprocess":
+        return SubprocessLauncher()
+    from worker.sandbox.nsjail import NsjailLauncher
+
+    launcher = NsjailLauncher(Policy(settings.policy_root))
+    launcher.check()
+    return launcher
 
 
 def policy_digest(launcher: Launcher, settings: Settings) -> str:
@@ -100,11 +117,12 @@ class Job:
         self.request = request
         self.settings = settings.effective(request)
         self.store = store
-        self.launcher = launcher or SubprocessLauncher()
+        self.launcher = launcher or make_launcher(self.settings)
         self.on_progress = on_progress
         self.phases: dict[str, float] = {}
         self.resources: dict[str, dict[str, float]] = {}
         self.logs: list[str] = []
+        self.geometry_path: Path | None = None
         self.log = log.bind(request_id=request.request_id)
 
     # --- public ----------------------------------------------------------------------------------
@@ -112,19 +130,18 @@ class Job:
     def run(self) -> SimulationResult:
         t0 = time.monotonic()
         workdir = Path(tempfile.mkdtemp(prefix=f"simjail-{self.request.request_id[:32]}-"))
+        # Traversable but not listable by others: the jail's uid reaches its own job directory
+        # by name (nsjail binds it as that uid), nothing more.
+        workdir.chmod(0o711)
         try:
             try:
                 geom = self._build_all(workdir)
                 payload = self._physics(workdir, geom)
             except _Failed as f:
                 return self._publish(workdir, f.kind, f.reason, {}, {}, t0)
+            files = self._collect(workdir, {str(k): v for k, v in payload.files.items()})
             return self._publish(
-                workdir / "physics",
-                payload.failure,
-                payload.reason,
-                payload.metrics,
-                {str(k): v for k, v in payload.files.items()},
-                t0,
+                workdir / "collected", payload.failure, payload.reason, payload.metrics, files, t0
             )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -157,7 +174,8 @@ class Job:
             )
         except GeometryError as e:
             raise _Failed(FailureKind(e.kind), f"The geometry was rejected: {e.message}.") from None
-        (workdir / "geometry.json").write_text(geom.model_dump_json())
+        self.geometry_path = workdir / "geometry.json"
+        self.geometry_path.write_text(geom.model_dump_json())
         return geom
 
     def _build_one(
@@ -165,6 +183,7 @@ class Job:
     ) -> Geometry:
         jobdir = workdir / f"build-{kind}"
         jobdir.mkdir()
+        jobdir.chmod(0o755)  # readable by the jail's unprivileged user, writable by none
         job: dict[str, Any] = {"source_kind": kind, "filename": f"{kind}.py"}
         code, step = self._resolve(src, kind)
         if code is not None:
@@ -172,16 +191,18 @@ class Job:
         else:
             assert step is not None
             (jobdir / "input.step").write_bytes(step)
-            job["step_path"] = str(jobdir / "input.step")
+            job["step_file"] = "input.step"  # next to job.json, wherever the jail mounts it
             job["filename"] = f"{kind}.step"
         (jobdir / "job.json").write_text(json.dumps(job))
         out = self._run_child(
             LaunchSpec(
                 name=f"{kind} build",
+                jail="build",
                 module="worker.sandbox.build_child",
-                job_path=jobdir / "job.json",
-                workdir=jobdir,
+                job_dir=jobdir,
                 wall_s=self.settings.build_wall_s,
+                cpu_s=self.settings.build_cpu_s,
+                memory_mb=self.settings.memory_mb,
             ),
             resource_key=f"build_{kind}",
         )
@@ -225,6 +246,9 @@ class Job:
     def _physics(self, workdir: Path, geom: Geometry) -> PhysicsPayload:
         jobdir = workdir / "physics"
         jobdir.mkdir()
+        jobdir.chmod(0o755)
+        outdir = workdir / "out"
+        outdir.mkdir()
         wall = self.settings.physics_wall_s
         job = {
             "geometry": geom.model_dump(mode="json"),
@@ -238,10 +262,13 @@ class Job:
         out = self._run_child(
             LaunchSpec(
                 name="physics",
+                jail="physics",
                 module="worker.sandbox.physics_child",
-                job_path=jobdir / "job.json",
-                workdir=jobdir,
+                job_dir=jobdir,
                 wall_s=wall,
+                cpu_s=self.settings.physics_cpu_s,
+                memory_mb=self.settings.physics_memory_mb,
+                out_dir=outdir,
             ),
             resource_key="physics",
         )
@@ -261,10 +288,25 @@ class Job:
             self.phases[key] = secs
         return payload
 
+    def _collect(self, workdir: Path, files: dict[str, str]) -> dict[str, str]:
+        """Copy the physics jail's files out of its writable directory, safely (hostio)."""
+        dest = workdir / "collected"
+        dest.mkdir()
+        got: dict[str, str] = {}
+        for name, fname in files.items():
+            target = ARTIFACT_NAMES[name]
+            try:
+                copy_out(workdir / "out", fname, dest / target, self.settings.max_artifact_bytes)
+            except UnsafeOutput as e:
+                self.log.warning("artifact.refused", artifact=name, reason=str(e))
+                continue
+            got[name] = target
+        return got
+
     # --- shared ----------------------------------------------------------------------------------
 
     def _run_child(self, spec: LaunchSpec, resource_key: str) -> ChildOutcome:
-        if self.launcher.name == "subprocess":
+        if self.launcher.name == "unsafe-subprocess":
             self.log.warning(
                 "sandbox.unsafe",
                 phase=spec.name,
@@ -291,13 +333,15 @@ class Job:
             "wall_s": round(out.wall_s, 3),
         }
         self.logs.append(
-            f"===== {spec.name}: exit {out.returncode}, {out.wall_s:.2f} s =====\n"
+            f"===== {spec.name}: {out.report}, {out.wall_s:.2f} s =====\n"
             f"--- stdout ---\n{out.stdout}\n--- stderr ---\n{out.stderr}\n"
+            f"--- sandbox log ---\n{out.jail_log}\n"
         )
         self.log.info(
             "child.end",
             phase=spec.name,
-            returncode=out.returncode,
+            exit_code=out.report.exit_code,
+            signal=out.report.signal,
             wall_s=round(out.wall_s, 3),
             timed_out=out.timed_out,
         )
@@ -320,6 +364,7 @@ class Job:
             request_id=self.request.request_id,
             store=self.store,
             files_dir=files_dir,
+            geometry=self.geometry_path,
             failure=failure,
             reason=reason,
             metrics=metrics,
@@ -342,6 +387,7 @@ def publish(
     metrics: dict[str, Any],
     files: dict[str, str],
     phases: dict[str, float],
+    geometry: Path | None = None,
     started: float,
     resources: dict[str, dict[str, float]] | None = None,
     logs: str | None = None,
@@ -351,13 +397,12 @@ def publish(
     `<request_id>/<name>`, so a retry overwrites instead of duplicating."""
     t = time.monotonic()
     urls: dict[str, str] = {}
-    names = {"video": "video.mp4", "poster": "poster.png", "mjcf": "model.xml"}
     for name, fname in files.items():
         path = files_dir / fname
-        if name in names and path.is_file() and not path.is_symlink():
-            urls[name] = store.put_file(f"{request_id}/{names[name]}", path, CONTENT_TYPES[name])
-    geometry = files_dir.parent / "geometry.json"
-    if geometry.is_file():
+        if name in ARTIFACT_NAMES and path.is_file() and not path.is_symlink():
+            key = f"{request_id}/{ARTIFACT_NAMES[name]}"
+            urls[name] = store.put_file(key, path, CONTENT_TYPES[name])
+    if geometry is not None and geometry.is_file():
         urls["geometry"] = store.put_file(
             f"{request_id}/geometry.json", geometry, CONTENT_TYPES["geometry"]
         )

@@ -23,17 +23,35 @@ class Settings(BaseModel):
     data_dir: Path = Field(default_factory=default_data_dir)
     artifacts_dir: Path | None = None
     """Local artifact store root; defaults to <data_dir>/artifacts."""
-    sandbox: Literal["subprocess"] = "subprocess"
+    sandbox: Literal["nsjail", "unsafe-subprocess"] = "nsjail"
+    """`unsafe-subprocess` runs children without any jail: development machines only, never
+    chosen automatically, and every job logs a warning."""
+    policy_dir: Path | None = None
+    """Directory holding sandbox/ and seccomp/ (default: the project root)."""
     build_wall_s: float = 120.0
     """Wall-clock budget of one build child (import build123d alone is ~2 s)."""
+    build_cpu_s: float = 60.0
+    """CPU budget of one build child; below the wall budget, so a busy loop is CPU_LIMIT."""
     physics_wall_s: float = 600.0
     """Wall-clock budget of the physics child (all runs and rendering)."""
-    memory_mb: int = 4096
+    physics_cpu_s: float = 1200.0
+    """CPU budget of the physics child (the renderer uses two threads)."""
+    memory_mb: int = 2048
+    """Memory of one build child (build123d alone is ~400 MB)."""
+    physics_memory_mb: int = 4096
     max_parts: int = 200
     max_triangles: int = 200_000
     max_output_bytes: int = 1024 * 1024
     """Per stream (stdout, stderr) of each child; more is OUTPUT_LIMIT."""
     max_frame_bytes: int = 64 * 1024 * 1024
+    max_artifact_bytes: int = 512 * 1024 * 1024
+    """Largest file copied out of the physics jail (the video)."""
+
+    @property
+    def policy_root(self) -> Path:
+        from worker.sandbox.policy import default_root
+
+        return self.policy_dir or default_root()
 
     @property
     def artifacts_root(self) -> Path:
@@ -56,12 +74,16 @@ class Settings(BaseModel):
             ("wall_s", "physics_wall_s"),
             ("build_wall_s", "build_wall_s"),
             ("memory_mb", "memory_mb"),
+            ("memory_mb", "physics_memory_mb"),
             ("max_triangles", "max_triangles"),
             ("max_parts", "max_parts"),
         ]
         for req_name, own in pairs:
             v = getattr(lim, req_name)
             if v is None:
+                continue
+            if own == "physics_memory_mb":  # one request limit caps both jails
+                upd[own] = min(v, self.physics_memory_mb)
                 continue
             if v > getattr(self, own):
                 raise InvalidRequest(

@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 import types
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from worker.sandbox.protocol import encode
@@ -33,7 +34,7 @@ def _where(tb: types.TracebackType | None, filename: str) -> str:
     return found
 
 
-def run(job: dict[str, Any], chan: BinaryIO) -> None:
+def run(job: dict[str, Any], chan: BinaryIO, job_dir: Path) -> None:
     kind = job["source_kind"]
     filename = job["filename"]
     code: str | None = job.get("code")
@@ -78,7 +79,7 @@ def run(job: dict[str, Any], chan: BinaryIO) -> None:
         from build123d import import_step
 
         try:
-            obj = import_step(job["step_path"])
+            obj = import_step(str(job_dir / job["step_file"]))
         except Exception as e:
             msg = f"the STEP file could not be read: {e}"
             _send(chan, {"type": "error", "kind": "INVALID_GEOMETRY", "message": msg[:3900]})
@@ -118,13 +119,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--job", required=True)
     ap.add_argument("--frame-fd", type=int, required=True)
+    ap.add_argument("--out", help="scratch directory (unused: geometry goes on the frame pipe)")
     args = ap.parse_args()
     with open(args.job, encoding="utf-8") as f:
         job = json.load(f)
     os.set_inheritable(args.frame_fd, False)
     chan = os.fdopen(args.frame_fd, "wb", buffering=0)
     sys.setrecursionlimit(10_000)
-    run(job, chan)
+    run(job, chan, Path(args.job).parent)
     chan.close()
     # Skip interpreter teardown: atexit hooks and finalizers belong to the user's code.
     sys.stdout.flush()

@@ -1,14 +1,20 @@
-"""How a child is started. The supervisor asks a Launcher for argv and environment; swapping
-the plain-subprocess launcher for the nsjail one changes nothing else.
+"""How a child is started and what its exit means. The supervisor asks a Launcher to `prepare`
+one run (argv, environment, fds), runs it, then asks the prepared run to `finish`: release what it
+set up (cgroups) and report, from the launcher's own trusted sources (exit status, nsjail's log,
+cgroup counters), how the child ended. Nothing the child printed is consulted.
 
-`SubprocessLauncher` gives no isolation beyond a fresh process, its own session, an empty
-environment plus an allow-list, and the supervisor's deadline and output caps.
+`SubprocessLauncher` (`unsafe-subprocess`) gives no isolation beyond a fresh process, its own
+session, an empty environment plus an allow-list, and the supervisor's deadline and output caps.
+It exists for development machines without namespaces and is never chosen automatically.
+`worker.sandbox.nsjail.NsjailLauncher` is the real sandbox.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -29,45 +35,104 @@ ENV_FIXED = {
 @dataclass(frozen=True)
 class LaunchSpec:
     name: str
-    """'build' or 'physics': names the jail in errors and logs."""
+    """Names the child in errors and logs ('design build', 'physics')."""
+    jail: str
+    """Which policy: 'build' or 'physics'."""
     module: str
     """The Python module run inside the child (`python -m module`)."""
-    job_path: Path
-    """JSON job description the child reads."""
-    workdir: Path
-    """The child's working directory (its scratch and output space)."""
+    job_dir: Path
+    """Host directory holding job.json (and input.step): read-only for the child."""
     wall_s: float
+    cpu_s: float
+    memory_mb: int
+    out_dir: Path | None = None
+    """Host directory the child may write (physics only)."""
+
+
+@dataclass(frozen=True)
+class JailReport:
+    """How the child ended, from the launcher's trusted sources."""
+
+    exit_code: int | None = None
+    """The child's own exit status, when it exited."""
+    signal: int | None = None
+    """The signal that killed it, when one did."""
+    timed_out: bool = False
+    """The launcher's own wall-clock limit fired (nsjail's time_limit)."""
+    memory_exceeded: bool = False
+    cpu_exceeded: bool = False
+    seccomp_killed: bool = False
+    launch_error: str | None = None
+    """The launcher itself failed (an infrastructure fault)."""
+    peak_memory_mb: float | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Prepared(Protocol):
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    pass_fds: tuple[int, ...]
+    terminate_signal: int
+    """Sent to the launcher's process to end a run early (SIGKILL follows after a grace)."""
+
+    def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
+        """Called once the child is gone (always, also after a kill): release resources and
+        interpret the exit. `log` is what the launcher wrote on its own log fd."""
+        ...
 
 
 class Launcher(Protocol):
     name: str
 
-    def command(self, spec: LaunchSpec, *, frame_fd: int) -> tuple[list[str], dict[str, str]]:
-        """argv and environment that run `spec.module` with the frame pipe on `frame_fd`."""
+    def prepare(self, spec: LaunchSpec, *, frame_fd: int, log_fd: int) -> Prepared:
+        """Set up one run of `spec.module` with the frame pipe on `frame_fd`; the launcher may
+        write its own log to `log_fd`."""
         ...
 
 
-class SubprocessLauncher:
-    """A plain child process of the worker's own interpreter (no namespaces, no seccomp)."""
+@dataclass
+class _SubprocessRun:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    pass_fds: tuple[int, ...]
+    cpu_limit_s: float
+    terminate_signal: int = signal.SIGKILL
 
-    name = "subprocess"
+    def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
+        if returncode < 0:
+            sig = -returncode
+            return JailReport(
+                signal=sig,
+                cpu_exceeded=sig == signal.SIGXCPU or cpu_s >= self.cpu_limit_s,
+            )
+        return JailReport(exit_code=returncode)
+
+
+class SubprocessLauncher:
+    """A plain child process of the worker's own interpreter (no namespaces, no seccomp, no
+    memory limit). Development only: every job logs a warning."""
+
+    name = "unsafe-subprocess"
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
 
-    def command(self, spec: LaunchSpec, *, frame_fd: int) -> tuple[list[str], dict[str, str]]:
-        import os
-
+    def prepare(self, spec: LaunchSpec, *, frame_fd: int, log_fd: int) -> Prepared:
         env = dict(ENV_FIXED)
         env.update({k: os.environ[k] for k in ENV_ALLOW if k in os.environ})
+        workdir = spec.out_dir or spec.job_dir
         argv = [
             self.python,
             "-I",  # isolated: no PYTHON* variables, no user site, no cwd on sys.path
             "-m",
             spec.module,
             "--job",
-            str(spec.job_path),
+            str(spec.job_dir / "job.json"),
             "--frame-fd",
             str(frame_fd),
+            "--out",
+            str(workdir),
         ]
-        return argv, env
+        return _SubprocessRun(argv, env, workdir, (frame_fd,), spec.cpu_s)

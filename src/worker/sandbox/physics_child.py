@@ -74,12 +74,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--job", required=True)
     ap.add_argument("--frame-fd", type=int, required=True)
+    ap.add_argument("--out", required=True, help="the directory the video and model go to")
     args = ap.parse_args()
     with open(args.job, encoding="utf-8") as f:
         job = json.load(f)
     chan = os.fdopen(args.frame_fd, "wb", buffering=0)
     try:
-        payload = run(job, chan, Path.cwd())
+        payload = run(job, chan, Path(args.out))
     except Exception as e:
         traceback.print_exc(file=sys.stderr)
         # Our code failed on this input: retrying cannot help, so it is a FAIL, not a fault.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from common.models.simulation import FailureKind
-from worker.sandbox.launcher import Launcher, LaunchSpec
+from worker.sandbox.launcher import JailReport, Launcher, LaunchSpec, Prepared
 from worker.sandbox.protocol import (
     ErrorFrame,
     FrameReader,
@@ -58,9 +59,10 @@ class Stream:
 @dataclass
 class ChildOutcome:
     name: str
-    returncode: int | None
-    """Exit status; negative for a signal (as subprocess reports it)."""
+    report: JailReport = field(default_factory=JailReport)
+    """How the child ended, according to the launcher (exit status, jail log, cgroups)."""
     timed_out: bool = False
+    """The supervisor's own deadline fired (the launcher's should have fired first)."""
     output_exceeded: str | None = None
     protocol_error: str | None = None
     result: ResultFrame | None = None
@@ -68,18 +70,16 @@ class ChildOutcome:
     extra_results: int = 0
     stdout: str = ""
     stderr: str = ""
+    jail_log: str = ""
     wall_s: float = 0.0
     cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
 
-    @property
-    def clean_exit(self) -> bool:
-        return (
-            self.returncode == 0
-            and not self.timed_out
-            and self.output_exceeded is None
-            and self.protocol_error is None
-        )
+
+SUPERVISOR_GRACE_S = 3.0
+"""The supervisor's deadline is this much after the launcher's own wall-clock limit."""
+KILL_GRACE_S = 2.0
+"""After the launcher's terminate signal, how long before SIGKILL to the whole group."""
 
 
 def run_child(
@@ -89,44 +89,56 @@ def run_child(
     on_progress: Callable[[ProgressFrame], None] | None = None,
     max_output_bytes: int = 1024 * 1024,
     max_frame_bytes: int = 64 * 1024 * 1024,
+    max_log_bytes: int = 256 * 1024,
 ) -> ChildOutcome:
+    """Run one child to its end. Raises LaunchError when the launcher could not start it."""
     read_fd, write_fd = os.pipe()
+    log_r, log_w = os.pipe()
+    prepared: Prepared | None = None
     try:
-        argv, env = launcher.command(spec, frame_fd=write_fd)
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(write_fd,),
-                env=env,
-                cwd=spec.workdir,
-                start_new_session=True,  # its own process group: one killpg ends all of it
-                close_fds=True,
-            )
-        except OSError as e:
+        prepared = launcher.prepare(spec, frame_fd=write_fd, log_fd=log_w)
+        proc = subprocess.Popen(
+            prepared.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=prepared.pass_fds,
+            env=prepared.env,
+            cwd=prepared.cwd,
+            start_new_session=True,  # its own process group: one killpg ends all of it
+            close_fds=True,
+        )
+    except BaseException as e:
+        os.close(read_fd)  # no child will ever write to them: do not leak them
+        os.close(log_r)
+        if prepared is not None:
+            prepared.finish(-signal.SIGKILL, "", 0.0)
+        if isinstance(e, OSError):
             raise LaunchError(f"cannot start the {spec.name} child: {e}") from e
-    except BaseException:
-        os.close(read_fd)  # no child will ever write to it: do not leak it per failed launch
         raise
     finally:
         os.close(write_fd)
+        os.close(log_w)
     started = time.monotonic()
-    deadline = started + spec.wall_s
-    out = ChildOutcome(name=spec.name, returncode=None)
-    streams = {"stdout": Stream(max_output_bytes), "stderr": Stream(max_output_bytes)}
+    deadline = started + spec.wall_s + SUPERVISOR_GRACE_S
+    out = ChildOutcome(name=spec.name)
+    streams = {
+        "stdout": Stream(max_output_bytes),
+        "stderr": Stream(max_output_bytes),
+        "log": Stream(max_log_bytes),
+    }
     reader = FrameReader(max_frame=max_frame_bytes)
     sel = selectors.DefaultSelector()
     assert proc.stdout is not None and proc.stderr is not None
     sel.register(proc.stdout.fileno(), selectors.EVENT_READ, "stdout")
     sel.register(proc.stderr.fileno(), selectors.EVENT_READ, "stderr")
     sel.register(read_fd, selectors.EVENT_READ, "frames")
+    sel.register(log_r, selectors.EVENT_READ, "log")
     rusage = None
     exited_at: float | None = None
 
     def breach() -> None:
-        _kill_group(proc)
+        _end(proc, prepared.terminate_signal)
 
     try:
         while True:
@@ -138,7 +150,7 @@ def run_child(
             if rusage is None:
                 pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
-                    proc.returncode = _returncode(status)
+                    proc.returncode = os.waitstatus_to_exitcode(status)
                     rusage = ru
                     exited_at = now
             if not sel.get_map():
@@ -148,7 +160,7 @@ def run_child(
                 continue
             if exited_at is not None and now - exited_at > 1.0:
                 # The child is gone but something it left holds a pipe open: end them all.
-                breach()
+                _kill_group(proc)
                 break
             timeout = min(deadline - now, 0.05 if rusage is None else 0.1)
             for key, _ in sel.select(timeout):
@@ -178,6 +190,8 @@ def run_child(
                                 out.error = f
                         else:
                             out.extra_results += 1
+                elif what == "log":
+                    streams["log"].add(chunk)  # the launcher's log: kept up to its cap
                 elif not streams[what].add(chunk):
                     out.output_exceeded = what
                     breach()
@@ -185,24 +199,33 @@ def run_child(
     except _Stop:
         pass
     finally:
-        sel.close()
         if rusage is None:
-            breach()
-            _, status, rusage = os.wait4(proc.pid, 0)
-            proc.returncode = _returncode(status)
-        else:
-            _kill_group(proc)  # nothing of this child may outlive it
+            _, status, rusage = _reap(proc, prepared.terminate_signal)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        _kill_group(proc)  # nothing of this child may outlive it
+        _drain(sel, streams["log"], log_r)
+        sel.close()
         os.close(read_fd)
+        os.close(log_r)
         proc.stdout.close()
         proc.stderr.close()
+        out.jail_log = streams["log"].text()
+        out.cpu_s = rusage.ru_utime + rusage.ru_stime
+        out.report = prepared.finish(proc.returncode, out.jail_log, out.cpu_s)
+    if out.report.launch_error is not None:
+        raise LaunchError(
+            f"the sandbox could not start the {spec.name} child: {out.report.launch_error}"
+        )
     if reader.pending and out.protocol_error is None and out.result is None:
         out.protocol_error = f"truncated frame ({reader.pending} bytes) at end of stream"
-    out.returncode = proc.returncode
     out.stdout = streams["stdout"].text()
     out.stderr = streams["stderr"].text()
     out.wall_s = time.monotonic() - started
-    out.cpu_s = rusage.ru_utime + rusage.ru_stime
-    out.peak_rss_mb = rusage.ru_maxrss / 1024
+    out.peak_rss_mb = (
+        out.report.peak_memory_mb
+        if out.report.peak_memory_mb is not None
+        else rusage.ru_maxrss / 1024
+    )
     return out
 
 
@@ -210,8 +233,39 @@ class _Stop(Exception):
     pass
 
 
-def _returncode(status: int) -> int:
-    return os.waitstatus_to_exitcode(status)
+def _drain(sel: selectors.BaseSelector, log: Stream, log_fd: int) -> None:
+    """Read what the launcher logged before it exited (its last lines say how the child ended)."""
+    if log_fd not in sel.get_map():
+        return
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        if not sel.select(0.05):
+            continue
+        try:
+            chunk = os.read(log_fd, CHUNK)
+        except OSError:
+            return
+        if not chunk:
+            return
+        log.add(chunk)
+
+
+def _end(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Ask the launcher to end the child (nsjail kills its jail and cleans up on SIGTERM)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(proc.pid, sig)
+
+
+def _reap(proc: subprocess.Popen[bytes], sig: int) -> tuple[int, int, resource.struct_rusage]:
+    _end(proc, sig)
+    end = time.monotonic() + KILL_GRACE_S
+    while time.monotonic() < end:
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            return pid, status, ru
+        time.sleep(0.02)
+    _kill_group(proc)
+    return os.wait4(proc.pid, 0)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -219,17 +273,13 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-SIGNAL_KINDS = {
-    signal.SIGXCPU: FailureKind.CPU_LIMIT,
-    signal.SIGXFSZ: FailureKind.OUTPUT_LIMIT,
-}
-
-
 def classify(out: ChildOutcome) -> tuple[FailureKind, str] | None:
     """The failure of a child that did not end cleanly with a result, or None if it did.
-    Derived from the supervisor's own flags and the exit status only."""
+    Derived from the supervisor's own flags and the launcher's report, never from what the
+    child printed."""
     n = out.name
-    if out.timed_out:
+    r = out.report
+    if out.timed_out or r.timed_out:
         return FailureKind.TIMEOUT, f"The {n} step did not finish within its time limit."
     if out.output_exceeded:
         return (
@@ -241,16 +291,28 @@ def classify(out: ChildOutcome) -> tuple[FailureKind, str] | None:
             FailureKind.PROTOCOL_VIOLATION,
             f"The {n} step broke the result protocol: {out.protocol_error}.",
         )
-    rc = out.returncode
-    if rc is not None and rc < 0:
+    if r.memory_exceeded:
+        return FailureKind.MEMORY_LIMIT, f"The {n} step ran out of its memory limit."
+    if r.seccomp_killed:
+        return (
+            FailureKind.SANDBOX_VIOLATION,
+            f"The {n} step made a forbidden system call and was killed.",
+        )
+    if r.cpu_exceeded:
+        return FailureKind.CPU_LIMIT, f"The {n} step used up its CPU time limit."
+    if r.signal is not None:
+        if r.signal == signal.SIGXFSZ:
+            return FailureKind.OUTPUT_LIMIT, f"The {n} step wrote a file over the size limit."
         try:
-            sig = signal.Signals(-rc)
+            name = signal.Signals(r.signal).name
         except ValueError:  # real-time signals (SIGRTMIN+n) have no Signals member
-            return FailureKind.CRASHED, f"The {n} step was killed by signal {-rc}."
-        kind = SIGNAL_KINDS.get(sig, FailureKind.CRASHED)
-        return kind, f"The {n} step was killed by {sig.name}."
-    if rc != 0:
-        return FailureKind.CRASHED, f"The {n} step exited with status {rc} before finishing."
+            name = f"signal {r.signal}"
+        return FailureKind.CRASHED, f"The {n} step was killed by {name}."
+    if r.exit_code != 0:
+        return (
+            FailureKind.CRASHED,
+            f"The {n} step exited with status {r.exit_code} before finishing.",
+        )
     if out.result is None and out.error is None:
         return FailureKind.NO_RESULT, f"The {n} step exited without a result."
     return None

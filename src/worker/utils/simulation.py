@@ -88,6 +88,7 @@ def simulate_local(
             phases=phases,
             started=started,
             digest="in-process",
+            geometry=workdir / "geometry.json",
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

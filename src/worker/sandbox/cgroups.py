@@ -1,0 +1,139 @@
+"""Per-job parent cgroups, created and read by the supervisor.
+
+nsjail puts each jail in a cgroup of its own and deletes it on exit, taking the counters with it.
+So the supervisor creates a parent group per job (`simjail/<job>`), lets nsjail nest its group
+inside, and puts the memory limit on the parent: the OOM then happens at the parent, whose
+counters survive the jail. After the run the supervisor reads them, kills anything still inside,
+and removes the groups. cgroup v1 (separate memory and pids hierarchies) and v2 (one unified
+tree) are both handled; this machine runs v1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+PARENT = "simjail"
+
+
+class CgroupError(RuntimeError):
+    """The supervisor cannot create or control its cgroups (not root, no cgroupfs)."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    peak_memory_bytes: int | None
+    memory_limit_hit: bool
+    pids_limit_hit: bool
+
+
+def version(root: Path = ROOT) -> int:
+    return 2 if (root / "cgroup.controllers").exists() else 1
+
+
+@dataclass
+class JobCgroups:
+    """The parent cgroups of one job. `relative` is what nsjail's --cgroup_*_parent takes."""
+
+    job: str
+    memory_bytes: int
+    pids_max: int
+    root: Path = ROOT
+
+    def __post_init__(self) -> None:
+        self.relative = f"{PARENT}/{self.job}"
+        self.v = version(self.root)
+        if self.v == 1:
+            self.dirs = [self.root / "memory" / self.relative, self.root / "pids" / self.relative]
+        else:
+            self.dirs = [self.root / self.relative]
+
+    def create(self) -> None:
+        try:
+            if self.v == 1:
+                mem, pids = self.dirs
+                mem.mkdir(parents=True, exist_ok=True)
+                pids.mkdir(parents=True, exist_ok=True)
+                _write(mem / "memory.limit_in_bytes", self.memory_bytes)
+                with contextlib.suppress(OSError):  # absent without swap accounting
+                    _write(mem / "memory.memsw.limit_in_bytes", self.memory_bytes)
+                _write(pids / "pids.max", self.pids_max)
+            else:
+                (self.root / PARENT).mkdir(exist_ok=True)
+                _write(self.root / "cgroup.subtree_control", "+memory +pids")
+                _write(self.root / PARENT / "cgroup.subtree_control", "+memory +pids")
+                d = self.dirs[0]
+                d.mkdir(exist_ok=True)
+                _write(d / "memory.max", self.memory_bytes)
+                _write(d / "memory.swap.max", 0)
+                _write(d / "pids.max", self.pids_max)
+                _write(d / "cgroup.subtree_control", "+memory +pids")
+        except OSError as e:
+            self.remove()
+            raise CgroupError(f"cannot set up cgroups under {self.root}: {e}") from e
+
+    def usage(self) -> Usage:
+        peak: int | None
+        try:
+            if self.v == 1:
+                mem, pids = self.dirs
+                peak = int(_read(mem / "memory.max_usage_in_bytes"))
+                hit = int(_read(mem / "memory.failcnt")) > 0
+                pids_hit = _events(pids / "pids.events").get("max", 0) > 0
+            else:
+                d = self.dirs[0]
+                peak = int(_read(d / "memory.peak")) if (d / "memory.peak").exists() else None
+                ev = _events(d / "memory.events")
+                hit = ev.get("oom_kill", 0) > 0 or ev.get("max", 0) > 0
+                pids_hit = _events(d / "pids.events").get("max", 0) > 0
+        except (OSError, ValueError):
+            return Usage(None, False, False)
+        return Usage(peak, hit, pids_hit)
+
+    def remove(self) -> None:
+        """Kill whatever is still inside (nsjail itself may have been killed) and remove the
+        groups, nsjail's leftovers included. Never raises."""
+        for d in self.dirs:
+            for _ in range(50):
+                if not d.exists():
+                    break
+                _kill_all(d)
+                for sub in sorted(d.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                    if sub.is_dir():
+                        with contextlib.suppress(OSError):
+                            sub.rmdir()
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+                    break
+                time.sleep(0.02)
+
+
+def _kill_all(d: Path) -> None:
+    for procs in d.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError, ValueError):
+            for line in procs.read_text().split():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(line), signal.SIGKILL)
+
+
+def _write(path: Path, value: object) -> None:
+    path.write_text(f"{value}\n")
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def _events(path: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            k, _, v = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                out[k] = int(v)
+    return out

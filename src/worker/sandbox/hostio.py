@@ -1,0 +1,47 @@
+"""Host-side reads of files a jail wrote. The jail controls the directory: any name in it may be
+a symlink to a host secret, a FIFO that blocks forever, a device, or a file that grows while we
+read. `copy_out` opens with O_NOFOLLOW | O_NONBLOCK, accepts only a regular file, caps the size,
+and copies from the open descriptor, so a swap after the check changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+class UnsafeOutput(ValueError):
+    """The jail left something other than a regular file of acceptable size under that name."""
+
+
+def copy_out(src_dir: Path, name: str, dest: Path, max_bytes: int) -> int:
+    """Copy `src_dir/name` (a plain name, no slashes) to `dest`; return its size."""
+    if "/" in name or name in ("", ".", ".."):
+        raise UnsafeOutput(f"{name!r} is not a plain file name")
+    dir_fd = os.open(src_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except OSError as e:  # ELOOP: a symlink; ENXIO: a FIFO without writer; ENOENT
+            raise UnsafeOutput(f"{name}: {e.strerror}") from None
+    finally:
+        os.close(dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeOutput(f"{name} is not a regular file")
+        if st.st_size > max_bytes:
+            raise UnsafeOutput(f"{name} is {st.st_size} bytes, over the cap of {max_bytes}")
+        total = 0
+        with open(dest, "wb") as out:
+            while chunk := os.read(fd, CHUNK):
+                total += len(chunk)
+                if total > max_bytes:  # it grew after fstat
+                    raise UnsafeOutput(f"{name} grew over the cap of {max_bytes} bytes")
+                out.write(chunk)
+        return total
+    finally:
+        os.close(fd)

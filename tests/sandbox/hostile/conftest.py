@@ -1,0 +1,185 @@
+"""Harness of the hostile suite: every case is a real attempt run through the real pipeline
+and the real nsjail sandbox, then checked for the invariants that must hold after ANY job:
+
+- the worker (this process) is alive and the job's result is a clean FAIL or SUCCESS;
+- no process of the job survives (nsjail, python, grandchildren);
+- no temp dir, no cgroup of the job is left;
+- the canaries (a secret in the worker's environment, a file in the worker's home) are
+  untouched and never appear in the result or its artifacts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from common.models.simulation import SimulationRequest, SimulationResult
+from worker.pipeline import run_request
+from worker.sandbox import cgroups
+from worker.settings import Settings
+from worker.storage.local import LocalStore
+
+SECRET_ENV = "SIMJAIL_TEST_CANARY_SECRET"
+
+
+@dataclass(frozen=True)
+class Canaries:
+    secret: str
+    home_file: Path
+    home_content: bytes
+
+
+@pytest.fixture(scope="session")
+def canaries() -> Iterator[Canaries]:
+    secret = "canary-" + secrets.token_hex(16)
+    os.environ[SECRET_ENV] = secret  # in the worker's environment for the whole suite
+    home_file = Path.home() / f".simjail-canary-{uuid.uuid4().hex[:8]}"
+    content = ("home-canary-" + secrets.token_hex(16)).encode()
+    home_file.write_bytes(content)
+    home_file.chmod(0o644)  # world-readable on the host: only the jail's mounts keep it out
+    try:
+        yield Canaries(secret, home_file, content)
+    finally:
+        os.environ.pop(SECRET_ENV, None)
+        home_file.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def hostile_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Tight limits so that every exhaustion case ends within seconds."""
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("data"),
+        sandbox="nsjail",
+        build_wall_s=8,
+        build_cpu_s=4,
+        memory_mb=768,
+        physics_wall_s=60,
+        max_output_bytes=256 * 1024,
+    )
+
+
+def _job_processes(started: float) -> list[psutil.Process]:
+    """Processes started during the job that belong to a jail (nsjail or a child of it)."""
+    me = psutil.Process()
+    own = {p.pid for p in me.children(recursive=True)}
+    found = []
+    for p in psutil.process_iter(["pid", "name", "cmdline", "create_time", "uids"]):
+        try:
+            if p.info["create_time"] < started - 1 or p.pid == me.pid:
+                continue
+            cmd = " ".join(p.info["cmdline"] or [])
+            if (
+                p.pid in own
+                or "nsjail" in cmd
+                or "worker.sandbox." in cmd
+                or (p.info["uids"] and p.info["uids"].real == 65534)
+            ):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def _leftover_cgroups() -> list[Path]:
+    out = []
+    for top in (
+        cgroups.ROOT / "memory" / cgroups.PARENT,
+        cgroups.ROOT / "pids" / cgroups.PARENT,
+    ):
+        if top.is_dir():
+            out += [d for d in top.iterdir() if d.is_dir()]
+    return out
+
+
+def _simjail_tmp() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("simjail-*")}
+
+
+RunDesign = Callable[..., SimulationResult]
+
+
+@pytest.fixture
+def run_design(
+    hostile_settings: Settings, canaries: Canaries, tmp_path: Path
+) -> Iterator[RunDesign]:
+    """`run_design(code, **request_fields)` → SimulationResult, checking every invariant."""
+    store_dir = tmp_path / "artifacts"
+
+    def run(code: str, **fields: Any) -> SimulationResult:
+        before_tmp = _simjail_tmp()
+        started = time.time()
+        request = SimulationRequest.model_validate(
+            {
+                "request_id": f"hostile-{uuid.uuid4().hex[:8]}",
+                "design": {"code": textwrap.dedent(code)},
+                "options": {"render": False, "duration_s": 1.0, **fields.pop("options", {})},
+                **fields,
+            }
+        )
+        result = run_request(request, hostile_settings, LocalStore(store_dir))
+        # Nothing of the job survives it.
+        deadline = time.time() + 5
+        while (left := _job_processes(started)) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not left, f"processes left behind: {[p.info for p in left]}"
+        assert _simjail_tmp() <= before_tmp, "a job temp dir was left behind"
+        assert not _leftover_cgroups(), f"cgroups left behind: {_leftover_cgroups()}"
+        # The canaries are untouched and never leak into what the job returned.
+        assert canaries.home_file.read_bytes() == canaries.home_content
+        assert os.environ[SECRET_ENV] == canaries.secret
+        blob = result.model_dump_json()
+        for f in store_dir.rglob("*"):
+            if f.is_file():
+                blob += f.read_bytes().decode("utf-8", "replace")
+        assert canaries.secret not in blob, "the worker's secret leaked into the result"
+        assert canaries.home_content.decode() not in blob, "the home canary leaked"
+        return result
+
+    yield run
+
+
+@pytest.fixture
+def loopback_listener() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP listener on 127.0.0.1 in the worker's network namespace; records what arrives."""
+    import socket
+    import threading
+
+    received: list[bytes] = []
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                try:
+                    received.append(conn.recv(4096) or b"<connected>")
+                except OSError:
+                    received.append(b"<connected>")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield srv.getsockname()[1], received
+    finally:
+        stop.set()
+        t.join(2)
+        srv.close()
