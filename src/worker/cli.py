@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
         help="run the children WITHOUT the nsjail sandbox (development machines without "
         "namespaces only; never for untrusted code)",
     )
+    pol = sub.add_parser("policy", help="show or check the sandbox policy")
+    psub = pol.add_subparsers(dest="policy_command", required=True)
+    show = psub.add_parser(
+        "show", help="print the effective policy for a request: files, digest, per-job limits"
+    )
+    show.add_argument("--options", type=Path, help="SimOptions (YAML/JSON) whose limits apply")
+    show.add_argument("--jail", choices=("build", "physics"), help="only this jail")
+    psub.add_parser("check", help="validate the policy files by starting a real jail of each kind")
     return p
 
 
@@ -187,12 +195,117 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_SUCCESS if result.outcome == "SUCCESS" else EXIT_FAIL
 
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    from worker.pipeline import build_spec, physics_spec
+    from worker.sandbox.nsjail import NsjailLauncher
+    from worker.sandbox.policy import Policy
+
+    settings = Settings.from_env()
+    policy = Policy(settings.policy_root)
+    launcher = NsjailLauncher(policy)
+    if args.policy_command == "check":
+        return _policy_check(launcher, settings)
+    options = _load_mapping(args.options, "options") if args.options else {}
+    try:
+        request = SimulationRequest.model_validate(
+            {"request_id": "policy-show", "design": {"code": ""}, "options": options}
+        )
+    except ValidationError as e:
+        print(f"simjail: {_validation_message(e)}", file=sys.stderr)
+        return EXIT_INVALID
+    eff = settings.effective(request)
+    job = Path("<job dir>")
+    specs = {"build": build_spec(eff, "design", job), "physics": physics_spec(eff, job, job)}
+    print(f"policy directory: {policy.root}")
+    print(f"policy digest:    {policy.digest()}")
+    for jail, spec in specs.items():
+        if args.jail and jail != args.jail:
+            continue
+        cfg = policy.config(jail)
+        print(f"\n=== {jail} jail: {cfg} ===")
+        print("ceilings from the file:   " + _kv(policy.ceilings(jail)))
+        print("effective for this job:   " + _kv(launcher.limits(spec)))
+        print(f"seccomp policy:           {policy.seccomp_file(jail)}")
+        print(f"--- {cfg.name} ---")
+        print(cfg.read_text().rstrip())
+    seccomp = {policy.seccomp_file(j) for j in specs if not args.jail or j == args.jail}
+    for f in sorted(seccomp):
+        print(f"\n--- {f.relative_to(policy.root)} ---")
+        print(f.read_text().rstrip())
+    return EXIT_SUCCESS
+
+
+def _kv(d: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
+def _policy_check(launcher: Any, settings: Settings) -> int:
+    """Start a real jail of each kind; exit 3 loudly if any does not work."""
+    import tempfile
+
+    from worker.sandbox.launcher import LaunchSpec
+    from worker.sandbox.supervisor import LaunchError, classify, run_child
+
+    launcher.check()
+    print(f"nsjail:  {launcher.binary}")
+    print(f"digest:  {launcher.policy.digest()}")
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="simjail-policy-") as tmp:
+        root = Path(tmp)
+        root.chmod(0o711)
+        for jail in ("build", "physics"):
+            job = root / jail
+            job.mkdir()
+            job.chmod(0o755)
+            (job / "job.json").write_text(json.dumps({"render": jail == "physics"}))
+            out = root / f"{jail}-out"
+            out.mkdir()
+            spec = LaunchSpec(
+                name=f"{jail} probe",
+                jail=jail,
+                module="worker.sandbox.probe_child",
+                job_dir=job,
+                wall_s=60,
+                cpu_s=60,
+                memory_mb=1024,
+                out_dir=out if jail == "physics" else None,
+            )
+            try:
+                res = run_child(launcher, spec)
+            except LaunchError as e:
+                print(f"FAIL {jail}: {e}")
+                ok = False
+                continue
+            failed = classify(res)
+            seen = res.result.payload if res.result else {}
+            if failed is not None or seen.get("uid") != 65534:
+                print(f"FAIL {jail}: {failed[1] if failed else seen}\n{res.stderr[-2000:]}")
+                ok = False
+                continue
+            extra = ""
+            if "rendered_mean" in seen:
+                extra = f", rendered (mean {seen['rendered_mean']:.0f})"
+            print(
+                f"ok   {jail}: uid {seen['uid']}, pid {seen['pid']}, hostname "
+                f"{seen['hostname']!r}, env {seen['env_keys']}{extra}, {res.wall_s:.2f} s"
+            )
+    if not ok:
+        print(
+            "simjail: the sandbox policy does not work here; refusing untrusted code",
+            file=sys.stderr,
+        )
+        return EXIT_INFRA
+    return EXIT_SUCCESS
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure(json=True if getattr(args, "json", False) else None)
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "policy":
+            return cmd_policy(args)
     except InvalidRequest as e:
         print(f"simjail: {e.message}", file=sys.stderr)
         return EXIT_INVALID

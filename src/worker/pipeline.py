@@ -76,6 +76,31 @@ def versions() -> dict[str, str]:
     return out
 
 
+def build_spec(settings: Settings, kind: str, job_dir: Path) -> LaunchSpec:
+    return LaunchSpec(
+        name=f"{kind} build",
+        jail="build",
+        module="worker.sandbox.build_child",
+        job_dir=job_dir,
+        wall_s=settings.build_wall_s,
+        cpu_s=settings.build_cpu_s,
+        memory_mb=settings.memory_mb,
+    )
+
+
+def physics_spec(settings: Settings, job_dir: Path, out_dir: Path) -> LaunchSpec:
+    return LaunchSpec(
+        name="physics",
+        jail="physics",
+        module="worker.sandbox.physics_child",
+        job_dir=job_dir,
+        wall_s=settings.physics_wall_s,
+        cpu_s=settings.physics_cpu_s,
+        memory_mb=settings.physics_memory_mb,
+        out_dir=out_dir,
+    )
+
+
 def make_launcher(settings: Settings) -> Launcher:
     """The launcher the settings name. nsjail is checked now and refuses to start (fail closed)
     when it cannot work; the unsafe launcher is only ever used when asked for."""
@@ -195,15 +220,7 @@ class Job:
             job["filename"] = f"{kind}.step"
         (jobdir / "job.json").write_text(json.dumps(job))
         out = self._run_child(
-            LaunchSpec(
-                name=f"{kind} build",
-                jail="build",
-                module="worker.sandbox.build_child",
-                job_dir=jobdir,
-                wall_s=self.settings.build_wall_s,
-                cpu_s=self.settings.build_cpu_s,
-                memory_mb=self.settings.memory_mb,
-            ),
+            build_spec(self.settings, kind, jobdir),
             resource_key=f"build_{kind}",
         )
         failed = classify(out)
@@ -260,16 +277,7 @@ class Job:
         }
         (jobdir / "job.json").write_text(json.dumps(job))
         out = self._run_child(
-            LaunchSpec(
-                name="physics",
-                jail="physics",
-                module="worker.sandbox.physics_child",
-                job_dir=jobdir,
-                wall_s=wall,
-                cpu_s=self.settings.physics_cpu_s,
-                memory_mb=self.settings.physics_memory_mb,
-                out_dir=outdir,
-            ),
+            physics_spec(self.settings, jobdir, outdir),
             resource_key="physics",
         )
         failed = classify(out)

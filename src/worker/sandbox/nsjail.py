@@ -184,15 +184,23 @@ class NsjailLauncher:
         except PolicyError as e:
             raise SandboxUnavailable(str(e)) from e
 
-    def prepare(self, spec: LaunchSpec, *, frame_fd: int, log_fd: int) -> _NsjailRun:
+    def limits(self, spec: LaunchSpec) -> dict[str, int]:
+        """The job's limits: what it asked for, but never above the policy file's ceilings."""
         ceil = self.policy.ceilings(spec.jail)
-        time_limit = min(math.ceil(spec.wall_s), ceil["time_limit"])
-        cpu = min(math.ceil(spec.cpu_s), ceil["rlimit_cpu"])
-        memory = min(spec.memory_mb * 2**20, ceil["cgroup_mem_max"])
+        return {
+            "time_limit": min(math.ceil(spec.wall_s), ceil["time_limit"]),
+            "rlimit_cpu": min(math.ceil(spec.cpu_s), ceil["rlimit_cpu"]),
+            "cgroup_mem_max": min(spec.memory_mb * 2**20, ceil["cgroup_mem_max"]),
+            "cgroup_pids_max": ceil["cgroup_pids_max"],
+        }
+
+    def prepare(self, spec: LaunchSpec, *, frame_fd: int, log_fd: int) -> _NsjailRun:
+        lim = self.limits(spec)
+        time_limit, cpu, memory = lim["time_limit"], lim["rlimit_cpu"], lim["cgroup_mem_max"]
         cg = JobCgroups(
             job=f"{spec.jail}-{uuid.uuid4().hex[:12]}",
             memory_bytes=memory,
-            pids_max=ceil["cgroup_pids_max"],
+            pids_max=lim["cgroup_pids_max"],
             **({"root": self.cgroup_root} if self.cgroup_root else {}),
         )
         try:
