@@ -57,7 +57,10 @@ FILES = {
         import os
 
         def build():
-            raise RuntimeError("cwd=" + os.getcwd())
+            # Where the jail mounted the job from: field 4 of /job's line in mountinfo.
+            with open("/proc/self/mountinfo") as f:
+                job = [ln.split()[3] for ln in f if ln.split()[4] == "/job"]
+            raise RuntimeError(f"cwd={os.getcwd()} job={job[0]}")
         """,
     "_scratch.py": """\
         def build():
@@ -109,6 +112,7 @@ class Run:
 @pytest.fixture(scope="module")
 def runs(
     tmp_path_factory: pytest.TempPathFactory,
+    jail_tmp: Callable[[str], Path],
     simjail_dirs: Callable[[Path], list[str]],
     processes_under: Callable[[Path], list[str]],
 ) -> dict[str, Run]:
@@ -119,7 +123,7 @@ def runs(
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SIMJAIL_")}
 
     def one(name: str) -> Run:
-        root = tmp_path_factory.mktemp(f"cli-{name}")
+        root = jail_tmp(f"cli-{name}")  # nsjail binds the job dirs as uid 65534
         tmpdir = root / "tmp"
         tmpdir.mkdir()
         env = {**base_env, "TMPDIR": str(tmpdir), "XDG_DATA_HOME": str(root / "data")}
@@ -292,8 +296,10 @@ def test_jobs_work_in_the_temp_dir_they_were_given(runs: dict[str, Run]) -> None
     run = runs["cwd-json"]
     assert run.rc == 1, run.stderr
     reason = json_result(run).reason
-    cwd = Path(reason.removeprefix("RuntimeError: cwd=").split(" (design.py")[0])
-    assert cwd.name == "build-design"
-    assert cwd.parent.parent == run.tmpdir
-    assert cwd.parent.name.startswith("simjail-cwd-")
-    assert not cwd.parent.exists()
+    cwd, job = reason.removeprefix("RuntimeError: cwd=").split(" (design.py")[0].split(" job=")
+    assert cwd == "/tmp"  # the jail's own scratch tmpfs
+    # The bind's source, relative to the root of its filesystem (all of it when /tmp is on /).
+    workdir = next(p for p in Path(job).parents if p.name.startswith("simjail-cwd-"))
+    assert Path(job).name == "build-design" and Path(job).parent == workdir
+    assert str(run.tmpdir / workdir.name / "build-design").endswith(job)
+    assert not (run.tmpdir / workdir.name).exists()

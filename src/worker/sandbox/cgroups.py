@@ -83,7 +83,17 @@ class JobCgroups:
             if self.v == 1:
                 mem, pids = self.dirs
                 peak = int(_read(mem / "memory.max_usage_in_bytes"))
-                hit = int(_read(mem / "memory.failcnt")) > 0
+                # memory.failcnt alone misses the OOM: with memsw limited too, the memsw counter
+                # is charged first and fails first, and kernels from 6.13 on count no failcnt
+                # for memsw (measured on 6.18: failcnt 0 after an OOM kill). The OOM kill itself
+                # is counted in the victim's group, which nsjail deletes. The peak reaching the
+                # limit is what remains.
+                limit = int(_read(mem / "memory.limit_in_bytes"))
+                hit = (
+                    peak >= limit
+                    or int(_read(mem / "memory.failcnt")) > 0
+                    or _int_or_0(mem / "memory.memsw.failcnt") > 0
+                )
                 pids_hit = _events(pids / "pids.events").get("max", 0) > 0
             else:
                 d = self.dirs[0]
@@ -137,3 +147,11 @@ def _events(path: Path) -> dict[str, int]:
             with contextlib.suppress(ValueError):
                 out[k] = int(v)
     return out
+
+
+def _int_or_0(path: Path) -> int:
+    """A counter that may be absent (memsw files exist only with swap accounting)."""
+    try:
+        return int(_read(path))
+    except (OSError, ValueError):
+        return 0

@@ -36,12 +36,16 @@ def copy_out(src_dir: Path, name: str, dest: Path, max_bytes: int) -> int:
         if st.st_size > max_bytes:
             raise UnsafeOutput(f"{name} is {st.st_size} bytes, over the cap of {max_bytes}")
         total = 0
-        with open(dest, "wb") as out:
-            while chunk := os.read(fd, CHUNK):
-                total += len(chunk)
-                if total > max_bytes:  # it grew after fstat
-                    raise UnsafeOutput(f"{name} grew over the cap of {max_bytes} bytes")
-                out.write(chunk)
+        try:
+            with open(dest, "wb") as out:
+                while chunk := os.read(fd, CHUNK):
+                    total += len(chunk)
+                    if total > max_bytes:  # it grew after fstat
+                        raise UnsafeOutput(f"{name} grew over the cap of {max_bytes} bytes")
+                    out.write(chunk)
+        except BaseException:
+            dest.unlink(missing_ok=True)  # a refused file leaves no partial copy behind
+            raise
         return total
     finally:
         os.close(fd)

@@ -17,6 +17,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,8 @@ the parent, whose counters the supervisor can read after nsjail removed its grou
 APT_PACKAGES = "libnl-3-200 libnl-route-3-200"
 
 _EXITED = re.compile(r"pid=\d+ \(.*?\) exited with status: (\d+)")
-_SIGNALLED = re.compile(r"pid=\d+ \(.*?\) terminated with signal: \w+ \((\d+)\)")
+# The name is SIGSEGV, SIGUNKNOWN(n), or SIG39-RTMIN+5 for a real-time signal (util.cc sigName).
+_SIGNALLED = re.compile(r"pid=\d+ \(.*?\) terminated with signal: \S+ \((\d+)\)")
 _TIME_LIMIT = "run time >= time limit"
 _LAUNCH_FAILED = ("Couldn't launch the child process", "Launching child process failed")
 
@@ -109,18 +111,18 @@ def interpret(
     exited = _EXITED.findall(log)
     signalled = _SIGNALLED.findall(log)
     if any(marker in log for marker in _LAUNCH_FAILED):
-        errors = [ln for ln in log.splitlines() if ln.startswith(("[E]", "[F]", "[W]"))]
-        return JailReport(launch_error="; ".join(errors[-3:]))
+        return JailReport(launch_error=_problems(log))
     if not exited and not signalled:
         # nsjail never ran the child, or was itself killed before it could say how it ended.
         if returncode == 255 or returncode == 1:
-            errors = [ln for ln in log.splitlines() if ln.startswith(("[E]", "[F]"))]
-            return JailReport(launch_error="; ".join(errors[-3:]) or f"nsjail exited {returncode}")
+            return JailReport(launch_error=_problems(log) or f"nsjail exited {returncode}")
         if returncode < 0:  # the supervisor killed nsjail: the child died with the namespace
             return JailReport(signal=-returncode, peak_memory_mb=peak)
     timed_out = _TIME_LIMIT in log
-    if signalled:
-        sig = int(signalled[-1])
+    if signalled or (not exited and 128 < returncode < 128 + signal.NSIG):
+        # Without nsjail's final line (its log cut at the cap), its own status tells: the
+        # child's exit code, or 128 + the signal that killed it.
+        sig = int(signalled[-1]) if signalled else returncode - 128
         killed = sig == signal.SIGKILL and not timed_out
         return JailReport(
             signal=sig,
@@ -130,16 +132,27 @@ def interpret(
             seccomp_killed=sig == signal.SIGSYS,
             peak_memory_mb=peak,
         )
-    return JailReport(exit_code=int(exited[-1]), timed_out=timed_out, peak_memory_mb=peak)
+    code = int(exited[-1]) if exited else returncode
+    return JailReport(exit_code=code, timed_out=timed_out, peak_memory_mb=peak)
+
+
+def _problems(log: str) -> str:
+    """nsjail's warnings and errors. The cause is often a warning and comes first (e.g. "[W]
+    mount('/tmp/x/job' -> ...): try 'chmod o+x' on source path: Permission denied", "[W] Could
+    not compile policy: 9:5: Undefined identifier `fstat'"), its consequences after it: keep
+    both ends."""
+    lines = [ln for ln in log.splitlines() if ln.startswith(("[E]", "[F]", "[W]"))]
+    if len(lines) > 8:
+        lines = [*lines[:4], "…", *lines[-4:]]
+    return "; ".join(lines)
 
 
 class NsjailLauncher:
     name = "nsjail"
 
-    def __init__(self, policy: Policy, *, cgroup_root: Path | None = None) -> None:
+    def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.binary = nsjail_binary()
-        self.cgroup_root = cgroup_root
         self.python = Path(sys.executable)
         self.binds = {
             "SIMJAIL_PYTHON_PREFIX": Path(sys.base_prefix).resolve(),
@@ -183,6 +196,34 @@ class NsjailLauncher:
                 self.policy.ceilings(jail)
         except PolicyError as e:
             raise SandboxUnavailable(str(e)) from e
+        for jail in ("build", "physics"):
+            self._probe(jail)
+
+    def _probe(self, jail: str) -> None:
+        """Start a trivial jail with the real policy (the seccomp file is compiled only then),
+        so a broken policy stops the worker at start instead of failing every job."""
+        with tempfile.TemporaryDirectory(prefix="simjail-probe-") as tmp:
+            Path(tmp).chmod(0o755)
+            env = {"PATH": "/usr/bin:/bin", "SIMJAIL_JOB_DIR": tmp, "SIMJAIL_OUT_DIR": tmp}
+            env.update({k: str(v) for k, v in self.binds.items()})
+            argv = [
+                str(self.binary), "--config", str(self.policy.config(jail)),
+                # No cgroups for the probe: they need the per-job parents the supervisor makes.
+                "--cgroup_mem_max", "0", "--cgroup_pids_max", "0", "--time_limit", "30",
+                "--", str(self.python), "-I", "-c", "pass",
+            ]  # fmt: skip
+            try:
+                r = subprocess.run(
+                    argv, env=env, cwd=self.policy.root, capture_output=True, text=True,
+                    timeout=60,
+                )  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as e:
+                raise SandboxUnavailable(f"the {jail} jail did not start: {e}") from e
+            if r.returncode != 0:
+                raise SandboxUnavailable(
+                    f"the {jail} jail does not start with {self.policy.config(jail)}: "
+                    f"{_problems(r.stderr) or r.stderr[-500:]}"
+                )
 
     def limits(self, spec: LaunchSpec) -> dict[str, int]:
         """The job's limits: what it asked for, but never above the policy file's ceilings."""
@@ -201,7 +242,6 @@ class NsjailLauncher:
             job=f"{spec.jail}-{uuid.uuid4().hex[:12]}",
             memory_bytes=memory,
             pids_max=lim["cgroup_pids_max"],
-            **({"root": self.cgroup_root} if self.cgroup_root else {}),
         )
         try:
             cg.create()

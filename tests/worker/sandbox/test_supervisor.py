@@ -9,15 +9,29 @@ import signal
 import sys
 import textwrap
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import pytest
 
 from common.models.simulation import FailureKind
-from worker.sandbox.launcher import ENV_ALLOW, ENV_FIXED, LaunchSpec, SubprocessLauncher
+from worker.sandbox.launcher import (
+    ENV_ALLOW,
+    ENV_FIXED,
+    JailReport,
+    LaunchSpec,
+    SubprocessLauncher,
+)
 from worker.sandbox.protocol import ProgressFrame
-from worker.sandbox.supervisor import ChildOutcome, LaunchError, classify, run_child
+from worker.sandbox.supervisor import (
+    KILL_GRACE_S,
+    SUPERVISOR_GRACE_S,
+    ChildOutcome,
+    LaunchError,
+    classify,
+    run_child,
+)
 
 # Every child starts with this: the frame fd comes in argv[1], frames are written by hand (the
 # child must not depend on our package, and a hostile child would not use it either).
@@ -25,6 +39,7 @@ PRELUDE = textwrap.dedent(
     """\
     import json, os, struct, sys, time
     FD = int(sys.argv[1])
+    LOG = int(sys.argv[2])
     def send(obj):
         data = json.dumps(obj).encode()
         os.write(FD, struct.pack(">I", len(data)) + data)
@@ -34,32 +49,80 @@ PRELUDE = textwrap.dedent(
 )
 
 
+@dataclass
+class PyRun:
+    """A prepared run of the test launcher. Like SubprocessLauncher's, its report comes from
+    the exit status alone; it records every call to `finish`."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    pass_fds: tuple[int, ...]
+    terminate_signal: int = signal.SIGKILL
+    report: JailReport | None = None
+    """What `finish` returns instead of reading the exit status, when set."""
+    finished: list[tuple[int, str, float]] = field(default_factory=list)
+
+    def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
+        self.finished.append((returncode, log, cpu_s))
+        if self.report is not None:
+            return self.report
+        if returncode < 0:
+            sig = -returncode
+            return JailReport(signal=sig, cpu_exceeded=sig == signal.SIGXCPU)
+        return JailReport(exit_code=returncode)
+
+
 class PyLauncher:
-    """Runs `python -I <script> <frame_fd>`: a test double of the Launcher protocol."""
+    """Runs `python -I <script> <frame_fd> <log_fd>`: a test double of the Launcher protocol.
+    The child plays both the launcher (it may write the launcher's log on LOG) and the jailed
+    code."""
 
     name = "test"
 
-    def __init__(self, script: Path) -> None:
+    def __init__(self, script: Path, **run_kw: object) -> None:
         self.script = script
+        self.run_kw = run_kw
+        self.runs: list[PyRun] = []
 
-    def command(self, spec: LaunchSpec, *, frame_fd: int) -> tuple[list[str], dict[str, str]]:
-        return [sys.executable, "-I", str(self.script), str(frame_fd)], {"PATH": "/usr/bin:/bin"}
+    def prepare(self, spec: LaunchSpec, *, frame_fd: int, log_fd: int) -> PyRun:
+        run = PyRun(
+            argv=[sys.executable, "-I", str(self.script), str(frame_fd), str(log_fd)],
+            env={"PATH": "/usr/bin:/bin"},
+            cwd=spec.job_dir,
+            pass_fds=(frame_fd, log_fd),
+            **self.run_kw,  # type: ignore[arg-type]
+        )
+        self.runs.append(run)
+        return run
+
+
+def spec_for(tmp_path: Path, wall_s: float = 20.0) -> LaunchSpec:
+    return LaunchSpec(
+        name="build",
+        jail="build",
+        module="unused",
+        job_dir=tmp_path,
+        wall_s=wall_s,
+        cpu_s=wall_s,
+        memory_mb=512,
+    )
 
 
 def run(
-    tmp_path: Path, body: str, *, wall_s: float = 20.0, **kw: object
+    tmp_path: Path,
+    body: str,
+    *,
+    wall_s: float = 20.0,
+    launcher: PyLauncher | None = None,
+    **kw: object,
 ) -> tuple[ChildOutcome, float]:
     script = tmp_path / "child.py"
     script.write_text(PRELUDE + textwrap.dedent(body))
-    spec = LaunchSpec(
-        name="build",
-        module="unused",
-        job_path=tmp_path / "job.json",
-        workdir=tmp_path,
-        wall_s=wall_s,
-    )
+    launcher = launcher or PyLauncher(script)
+    launcher.script = script
     t = time.monotonic()
-    out = run_child(PyLauncher(script), spec, **kw)  # type: ignore[arg-type]
+    out = run_child(launcher, spec_for(tmp_path, wall_s), **kw)  # type: ignore[arg-type]
     return out, time.monotonic() - t
 
 
@@ -101,7 +164,7 @@ def test_result_and_exit_0_is_clean(tmp_path: Path) -> None:
     before = open_fds()
     out, _ = run(tmp_path, 'print("hello"); result({"answer": 42, "cwd": os.getcwd()})')
     assert classify(out) is None
-    assert out.clean_exit and out.returncode == 0
+    assert out.report == JailReport(exit_code=0)
     assert out.result is not None
     assert out.result.payload == {"answer": 42, "cwd": str(tmp_path)}
     assert out.error is None and out.extra_results == 0
@@ -123,29 +186,36 @@ def test_user_error_frame_is_not_a_supervisor_failure(tmp_path: Path) -> None:
 # --- breaches ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sleeping_forever_is_timeout_within_the_wall_limit(tmp_path: Path) -> None:
+    # This launcher has no clock of its own: the supervisor's deadline, a grace after the
+    # launcher's wall-clock limit, is what ends it.
     out, elapsed = run(tmp_path, "time.sleep(3600)", wall_s=1.0)
     assert classify(out) == (
         FailureKind.TIMEOUT,
         "The build step did not finish within its time limit.",
     )
     assert out.timed_out
-    assert out.returncode == -signal.SIGKILL
-    assert 1.0 <= elapsed < 1.0 + 2.0
+    assert out.report.signal == signal.SIGKILL
+    assert 1.0 + SUPERVISOR_GRACE_S <= elapsed < 1.0 + SUPERVISOR_GRACE_S + 2.0
 
 
+@pytest.mark.slow
 def test_timeout_wins_over_a_result_sent_before_hanging(tmp_path: Path) -> None:
-    out, elapsed = run(tmp_path, 'result({"ok": True}); time.sleep(3600)', wall_s=1.0)
+    out, elapsed = run(tmp_path, 'result({"ok": True}); time.sleep(3600)', wall_s=0.5)
     assert classify(out) is not None and classify(out)[0] == FailureKind.TIMEOUT  # type: ignore[index]
-    assert elapsed < 3.0
+    assert elapsed < 0.5 + SUPERVISOR_GRACE_S + 2.0
 
 
+@pytest.mark.slow
 def test_closing_every_pipe_and_hanging_is_still_a_timeout(tmp_path: Path) -> None:
     out, elapsed = run(
-        tmp_path, "os.close(1); os.close(2); os.close(FD); time.sleep(3600)", wall_s=1
+        tmp_path,
+        "os.close(1); os.close(2); os.close(FD); os.close(LOG); time.sleep(3600)",
+        wall_s=0.5,
     )
     assert classify(out) is not None and classify(out)[0] == FailureKind.TIMEOUT  # type: ignore[index]
-    assert elapsed < 3.0
+    assert elapsed < 0.5 + SUPERVISOR_GRACE_S + 2.0
 
 
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])
@@ -165,7 +235,7 @@ def test_flooding_output_is_output_limit(tmp_path: Path, stream: str) -> None:
         f"The build step wrote more than the allowed amount to {stream}.",
     )
     assert out.output_exceeded == stream
-    assert out.returncode == -signal.SIGKILL
+    assert out.report.signal == signal.SIGKILL
     kept = out.stdout if stream == "stdout" else out.stderr
     assert kept.startswith("x" * 100_000)
     assert kept[100_000:].startswith("\n[… ") and kept.endswith("more bytes dropped]")
@@ -180,7 +250,7 @@ def test_garbage_on_the_frame_pipe_is_protocol_violation(tmp_path: Path) -> None
     assert failed is not None
     assert failed[0] == FailureKind.PROTOCOL_VIOLATION
     assert failed[1].startswith("The build step broke the result protocol: frame is not UTF-8 JSON")
-    assert out.returncode == -signal.SIGKILL  # killed at once, not at the deadline
+    assert out.report.signal == signal.SIGKILL  # killed at once, not at the deadline
     assert elapsed < 5
 
 
@@ -191,7 +261,7 @@ def test_huge_length_prefix_is_protocol_violation(tmp_path: Path) -> None:
         "The build step broke the result protocol: "
         f"frame of {2**32 - 1} bytes exceeds the cap of {64 * 1024 * 1024}.",
     )
-    assert out.returncode == -signal.SIGKILL
+    assert out.report.signal == signal.SIGKILL
     assert elapsed < 5
 
 
@@ -204,7 +274,7 @@ def test_length_over_a_configured_cap_is_protocol_violation(tmp_path: Path) -> N
 
 def test_truncated_frame_at_exit_is_protocol_violation(tmp_path: Path) -> None:
     out, _ = run(tmp_path, 'os.write(FD, struct.pack(">I", 100) + b"{\\"type\\"")')
-    assert out.returncode == 0
+    assert out.report.exit_code == 0
     assert classify(out) == (
         FailureKind.PROTOCOL_VIOLATION,
         "The build step broke the result protocol: truncated frame (11 bytes) at end of stream.",
@@ -213,7 +283,7 @@ def test_truncated_frame_at_exit_is_protocol_violation(tmp_path: Path) -> None:
 
 def test_exit_0_without_result_is_no_result(tmp_path: Path) -> None:
     out, _ = run(tmp_path, 'send({"type": "progress", "phase": "build"}); print("done")')
-    assert out.returncode == 0
+    assert out.report.exit_code == 0
     assert classify(out) == (FailureKind.NO_RESULT, "The build step exited without a result.")
 
 
@@ -227,7 +297,7 @@ def test_nonzero_exit_is_crashed_even_with_a_result(tmp_path: Path) -> None:
 
 def test_abort_is_crashed(tmp_path: Path) -> None:
     out, _ = run(tmp_path, "os.abort()")
-    assert out.returncode == -signal.SIGABRT
+    assert out.report.signal == signal.SIGABRT
     assert classify(out) == (FailureKind.CRASHED, "The build step was killed by SIGABRT.")
 
 
@@ -240,7 +310,7 @@ def test_segfault_is_crashed(tmp_path: Path) -> None:
         ctypes.string_at(0)
         """,
     )
-    assert out.returncode == -signal.SIGSEGV
+    assert out.report.signal == signal.SIGSEGV
     assert classify(out) == (FailureKind.CRASHED, "The build step was killed by SIGSEGV.")
 
 
@@ -248,14 +318,15 @@ def test_real_time_signal_is_crashed(tmp_path: Path) -> None:
     # SIGRTMIN+n has no member in signal.Signals; the child must not crash the classifier.
     out, _ = run(tmp_path, "import signal; os.kill(os.getpid(), signal.SIGRTMIN + 5)")
     rt = signal.SIGRTMIN + 5
-    assert out.returncode == -rt
+    assert out.report.signal == rt
     assert classify(out) == (FailureKind.CRASHED, f"The build step was killed by signal {rt}.")
 
 
 def test_cpu_rlimit_signal_is_cpu_limit(tmp_path: Path) -> None:
     out, _ = run(tmp_path, "os.kill(os.getpid(), __import__('signal').SIGXCPU)")
-    assert out.returncode == -signal.SIGXCPU
-    assert classify(out) == (FailureKind.CPU_LIMIT, "The build step was killed by SIGXCPU.")
+    assert out.report.signal == signal.SIGXCPU
+    assert out.report.cpu_exceeded  # the launcher's verdict, which classify() reads
+    assert classify(out) == (FailureKind.CPU_LIMIT, "The build step used up its CPU time limit.")
 
 
 # --- frames --------------------------------------------------------------------------------------
@@ -311,6 +382,7 @@ def test_progress_frames_are_relayed_in_order(tmp_path: Path) -> None:
 # --- process hygiene -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_grandchild_holding_stdout_does_not_hang_and_is_killed(tmp_path: Path) -> None:
     out, elapsed = run(
         tmp_path,
@@ -331,6 +403,7 @@ def test_grandchild_holding_stdout_does_not_hang_and_is_killed(tmp_path: Path) -
     assert not alive(info["grandchild"])
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_whole_session(tmp_path: Path) -> None:
     sids: list[int] = []
     out, _ = run(
@@ -376,17 +449,21 @@ def test_a_raising_progress_callback_ends_the_child_before_returning(tmp_path: P
 
 
 def test_launch_failure_is_launch_error(tmp_path: Path) -> None:
-    class Missing:
+    class Missing(PyLauncher):
         name = "missing"
 
-        def command(self, spec: LaunchSpec, *, frame_fd: int) -> tuple[list[str], dict[str, str]]:
-            return [str(tmp_path / "no-such-python")], {}
+        def prepare(self, spec: LaunchSpec, *, frame_fd: int, log_fd: int) -> PyRun:
+            run = super().prepare(spec, frame_fd=frame_fd, log_fd=log_fd)
+            run.argv = [str(tmp_path / "no-such-python")]
+            return run
 
+    launcher = Missing(tmp_path / "unused.py")
     before = open_fds()
-    spec = LaunchSpec("build", "unused", tmp_path / "job.json", tmp_path, 5.0)
     with pytest.raises(LaunchError, match="cannot start the build child"):
-        run_child(Missing(), spec)
+        run_child(launcher, spec_for(tmp_path, 5.0))
     assert open_fds() == before
+    # What the launcher set up (nsjail: the job's cgroups) is released all the same.
+    assert launcher.runs[0].finished == [(-signal.SIGKILL, "", 0.0)]
 
 
 def test_worker_environment_does_not_leak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -411,10 +488,12 @@ def test_worker_environment_does_not_leak(tmp_path: Path, monkeypatch: pytest.Mo
     )
     spec = LaunchSpec(
         name="design build",
+        jail="build",
         module="worker.sandbox.build_child",
-        job_path=tmp_path / "job.json",
-        workdir=tmp_path,
+        job_dir=tmp_path,
         wall_s=30,
+        cpu_s=30,
+        memory_mb=2048,
     )
     out = run_child(SubprocessLauncher(), spec)
     assert classify(out) is None, (out.stderr, classify(out))
@@ -428,3 +507,110 @@ def test_worker_environment_does_not_leak(tmp_path: Path, monkeypatch: pytest.Mo
     assert set(environ) <= set(ENV_FIXED) | set(ENV_ALLOW)
     assert {k: environ[k] for k in ENV_FIXED} == ENV_FIXED
     assert environ["LANG"] == "C.UTF-8"
+
+
+# --- the launcher's part -------------------------------------------------------------------------
+
+
+def test_the_launchers_log_and_status_reach_finish_once(tmp_path: Path) -> None:
+    """The launcher's own log (nsjail's, on a pipe of its own) is kept apart from the child's
+    output and handed to `finish` with the exit status and the CPU time; the report it returns
+    is the outcome's."""
+    launcher = PyLauncher(tmp_path / "child.py")
+    out, _ = run(
+        tmp_path,
+        """
+        os.write(LOG, b"[I] pid=7 (x) exited with status: 0\\n")
+        print("child output")
+        result({})
+        t = time.process_time()
+        while time.process_time() - t < 0.2:
+            pass
+        """,
+        launcher=launcher,
+    )
+    assert classify(out) is None
+    assert out.jail_log == "[I] pid=7 (x) exited with status: 0\n"
+    assert out.stdout == "child output\n"
+    ((returncode, log, cpu_s),) = launcher.runs[0].finished
+    assert (returncode, log) == (0, out.jail_log)
+    assert cpu_s == out.cpu_s and cpu_s >= 0.2
+    assert out.report == JailReport(exit_code=0)
+
+
+def test_a_reported_launch_error_is_launch_error(tmp_path: Path) -> None:
+    """nsjail that could not set up the jail exits like a failed child: only its report tells
+    the difference, and that is an infrastructure fault, never the user's FAIL."""
+    launcher = PyLauncher(tmp_path / "child.py", report=JailReport(launch_error="mount failed"))
+    before = open_fds()
+    with pytest.raises(LaunchError, match="could not start the build child: mount failed"):
+        run(tmp_path, "sys.exit(255)", launcher=launcher)
+    assert open_fds() == before
+    assert [r[0] for r in launcher.runs[0].finished] == [255]
+
+
+def test_peak_memory_comes_from_the_report_when_the_launcher_has_it(tmp_path: Path) -> None:
+    launcher = PyLauncher(tmp_path / "child.py", report=JailReport(exit_code=0, peak_memory_mb=7.5))
+    out, _ = run(tmp_path, "result({})", launcher=launcher)
+    assert out.peak_rss_mb == 7.5
+
+
+def test_a_breach_sends_the_launchers_terminate_signal_first(tmp_path: Path) -> None:
+    """nsjail ends its jail and removes its cgroups on SIGTERM and logs it: the supervisor asks
+    that way first, and keeps what the launcher logged on the way out."""
+    launcher = PyLauncher(tmp_path / "child.py", terminate_signal=signal.SIGTERM)
+    out, elapsed = run(
+        tmp_path,
+        """
+        import signal
+        def stop(*_):
+            os.write(LOG, b"Server stops due to fatal signal (15) caught. Exiting\\n")
+            os._exit(0)
+        signal.signal(signal.SIGTERM, stop)
+        os.write(FD, b"\\xff\\xff\\xff\\xff")
+        time.sleep(3600)
+        """,
+        launcher=launcher,
+    )
+    assert classify(out) is not None and classify(out)[0] == FailureKind.PROTOCOL_VIOLATION  # type: ignore[index]
+    assert out.report == JailReport(exit_code=0)
+    assert out.jail_log == "Server stops due to fatal signal (15) caught. Exiting\n"
+    assert elapsed < KILL_GRACE_S  # it obeyed: no escalation
+
+
+@pytest.mark.slow
+def test_a_launcher_ignoring_its_terminate_signal_is_killed_after_the_grace(
+    tmp_path: Path,
+) -> None:
+    launcher = PyLauncher(tmp_path / "child.py", terminate_signal=signal.SIGTERM)
+    out, elapsed = run(
+        tmp_path,
+        """
+        import signal
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.write(FD, b"\\xff\\xff\\xff\\xff")
+        time.sleep(3600)
+        """,
+        launcher=launcher,
+    )
+    assert classify(out) is not None and classify(out)[0] == FailureKind.PROTOCOL_VIOLATION  # type: ignore[index]
+    assert out.report.signal == signal.SIGKILL
+    assert KILL_GRACE_S <= elapsed < KILL_GRACE_S + 2.0
+    assert len(launcher.runs[0].finished) == 1
+
+
+def test_finish_runs_once_even_when_the_progress_callback_raises(tmp_path: Path) -> None:
+    """Cancellation: the launcher still releases what it set up (nsjail: the job's cgroups)."""
+    launcher = PyLauncher(tmp_path / "child.py")
+
+    def cancel(f: ProgressFrame) -> None:
+        raise KeyboardInterrupt("cancelled")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(
+            tmp_path,
+            'send({"type": "progress", "phase": "x"}); time.sleep(600)',
+            launcher=launcher,
+            on_progress=cancel,
+        )
+    assert [r[0] for r in launcher.runs[0].finished] == [-signal.SIGKILL]
