@@ -142,13 +142,21 @@ class Job:
         self.request = request
         self.settings = settings.effective(request)
         self.store = store
-        self.launcher = launcher or make_launcher(self.settings)
+        self._launcher = launcher
         self.on_progress = on_progress
         self.phases: dict[str, float] = {}
         self.resources: dict[str, dict[str, float]] = {}
         self.logs: list[str] = []
         self.geometry_path: Path | None = None
         self.log = log.bind(request_id=request.request_id)
+
+    @property
+    def launcher(self) -> Launcher:
+        """Made (and, for nsjail, checked) when the first child starts, so a malformed request
+        is reported as such before the sandbox is consulted."""
+        if self._launcher is None:
+            self._launcher = make_launcher(self.settings)
+        return self._launcher
 
     # --- public ----------------------------------------------------------------------------------
 
@@ -209,7 +217,14 @@ class Job:
         jobdir = workdir / f"build-{kind}"
         jobdir.mkdir()
         jobdir.chmod(0o755)  # readable by the jail's unprivileged user, writable by none
-        job: dict[str, Any] = {"source_kind": kind, "filename": f"{kind}.py"}
+        job: dict[str, Any] = {
+            "source_kind": kind,
+            "filename": f"{kind}.py",
+            # The child stops extracting once a cap is exceeded (validate_geometry checks the
+            # merged geometry again): thousands of parts are GEOMETRY_LIMIT, not a CPU limit.
+            "max_parts": self.settings.max_parts,
+            "max_triangles": self.settings.max_triangles,
+        }
         code, step = self._resolve(src, kind)
         if code is not None:
             job["code"] = code
@@ -233,7 +248,10 @@ class Job:
         try:
             return build_result(out.result, kind)
         except ProtocolError as e:
-            raise _Failed(FailureKind.PROTOCOL_VIOLATION, f"The {kind} build {e}.") from None
+            raise _Failed(
+                FailureKind.PROTOCOL_VIOLATION,
+                f"The {kind} build step broke the result protocol: {e}.",
+            ) from None
 
     def _resolve(self, src: CadSource, kind: str) -> tuple[str | None, bytes | None]:
         if src.code is not None:
@@ -385,6 +403,13 @@ class Job:
         )
 
 
+def printable(text: str) -> str:
+    """`text` with control and format characters (ANSI escapes, carriage returns, bidi overrides)
+    written as visible escapes. A reason is printed to terminals and logs, and the user's code
+    chose part of it (an exception message): it must not be able to repaint a FAIL as SUCCESS."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def publish(
     *,
     request_id: str,
@@ -442,7 +467,7 @@ def publish(
         metrics["real_time_factor"] = metrics["sim_time_s"] / sim_wall if sim_wall else 0.0
     result = SimulationResult(
         outcome="SUCCESS" if failure is None else "FAIL",
-        reason=reason[:2000],
+        reason=printable(reason)[:2000],
         failure=failure,
         video_url=urls.get("video"),
         metrics=metrics,
