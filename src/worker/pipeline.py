@@ -404,10 +404,11 @@ class Job:
 
 
 def printable(text: str) -> str:
-    """`text` with control and format characters (ANSI escapes, carriage returns, bidi overrides)
-    written as visible escapes. A reason is printed to terminals and logs, and the user's code
-    chose part of it (an exception message): it must not be able to repaint a FAIL as SUCCESS."""
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    """`text` on one line, with control and format characters (ANSI escapes, carriage returns,
+    bidi overrides) written as visible escapes. A reason is printed to terminals and logs, and
+    the user's code chose part of it (an exception message): it must not be able to repaint a
+    FAIL as SUCCESS."""
+    return "".join(c if c.isprintable() else " " if c in "\n\t" else ascii(c)[1:-1] for c in text)
 
 
 def publish(

@@ -43,7 +43,9 @@ def run(job: dict[str, Any], chan: BinaryIO, job_dir: Path) -> None:
             compiled = compile(code, filename, "exec", dont_inherit=True)
         except (SyntaxError, ValueError) as e:  # ValueError: NUL bytes in the source
             if isinstance(e, SyntaxError):
-                msg = f"SyntaxError: {e.msg} ({filename}, line {e.lineno})"
+                # NUL bytes are a SyntaxError without a line (Python >= 3.12).
+                where = filename if e.lineno is None else f"{filename}, line {e.lineno}"
+                msg = f"SyntaxError: {e.msg} ({where})"
             else:
                 msg = f"SyntaxError: {e}"
             _send(chan, {"type": "error", "kind": "SYNTAX_ERROR", "message": msg})
@@ -88,7 +90,7 @@ def run(job: dict[str, Any], chan: BinaryIO, job_dir: Path) -> None:
 
     from pydantic import ValidationError
 
-    from worker.simulation.cad import NoGeometry, extract_geometry
+    from worker.simulation.cad import GeometryLimit, NoGeometry, extract_geometry
 
     if not isinstance(parts_meta, dict):
         _send(
@@ -97,9 +99,19 @@ def run(job: dict[str, Any], chan: BinaryIO, job_dir: Path) -> None:
         )
         return
     try:
-        geom = extract_geometry(obj, parts_meta, source=kind)
+        geom = extract_geometry(
+            obj,
+            parts_meta,
+            source=kind,
+            max_parts=job.get("max_parts"),
+            max_triangles=job.get("max_triangles"),
+        )
     except NoGeometry as e:
         _send(chan, {"type": "error", "kind": "NO_GEOMETRY", "message": str(e)})
+        return
+    except GeometryLimit as e:
+        msg = f"The geometry was rejected: {e}."
+        _send(chan, {"type": "error", "kind": "GEOMETRY_LIMIT", "message": msg})
         return
     except ValidationError as e:
         err = e.errors()[0]

@@ -48,7 +48,9 @@ class ProgressFrame(_Frame):
 
 class ErrorFrame(_Frame):
     type: Literal["error"]
-    kind: Literal["SYNTAX_ERROR", "USER_CODE_ERROR", "NO_GEOMETRY", "INVALID_GEOMETRY"]
+    kind: Literal[
+        "SYNTAX_ERROR", "USER_CODE_ERROR", "NO_GEOMETRY", "INVALID_GEOMETRY", "GEOMETRY_LIMIT"
+    ]
     message: str = Field(max_length=4000)
 
 

@@ -32,6 +32,10 @@ class NoGeometry(ValueError):
     """The built object holds no solid to simulate."""
 
 
+class GeometryLimit(ValueError):
+    """The built object has more parts or triangles than the worker accepts."""
+
+
 def _flatten(obj: Any) -> list[Any]:
     """Shape, Compound, Part, builder (BuildPart etc.) or (nested) list of them → shapes."""
     from build123d import Shape
@@ -72,16 +76,29 @@ def extract_geometry(
     meta: Mapping[str, Any] | None = None,
     *,
     source: Literal["design", "environment"] = "design",
+    max_parts: int | None = None,
+    max_triangles: int | None = None,
 ) -> Geometry:
     """Turn what build() returned into Geometry. `meta` is the design's `PARTS` dict
     (label → PartMeta fields); it is validated here, and names of parts that do not exist are
-    an error, so a typo does not silently leave a part free."""
+    an error, so a typo does not silently leave a part free.
+
+    `max_parts` and `max_triangles` are the worker's caps: GeometryLimit is raised as soon as
+    one is exceeded, before the expensive work (tessellation, mass properties) on parts that
+    would be refused anyway. Thousands of parts otherwise end as a CPU or time limit."""
     from build123d import CenterOf
 
     meta = dict(meta or {})
     leaves: list[Any] = []
     for shape in _flatten(obj):
         leaves.extend(shape.leaves)
+    if max_parts is not None:
+        n = 0
+        for leaf in leaves:
+            n += bool(leaf.solids())
+            if n > max_parts:
+                raise GeometryLimit(f"build() returned more than {max_parts} parts, the cap")
+    triangles = 0
     parts: list[Part] = []
     prefix = "part" if source == "design" else "env"
     for i, leaf in enumerate(leaves):
@@ -100,6 +117,11 @@ def extract_geometry(
             v = np.array([(p.X, p.Y, p.Z) for p in verts], dtype=np.float64).reshape(-1, 3)
             t = np.array(tris, dtype=np.int64).reshape(-1, 3)
             meshes.append(Mesh.from_arrays(v, t))
+            triangles += len(t)
+            if max_triangles is not None and triangles > max_triangles:
+                raise GeometryLimit(
+                    f"build() returned more than {max_triangles} triangles, the cap"
+                )
         com = placed.center(CenterOf.MASS)
         moi = np.array(placed.matrix_of_inertia, dtype=np.float64)
         color = None

@@ -202,6 +202,8 @@ def validate_geometry(
             or iyy + izz < ixx * (1 - 1e-6)
         ):
             raise GeometryError("INVALID_GEOMETRY", f"part {p.label!r} has an impossible inertia")
+        lo = np.full(3, np.inf)
+        hi = np.full(3, -np.inf)
         for m in p.solids:
             try:
                 v, t = m.arrays()
@@ -220,6 +222,8 @@ def validate_geometry(
             extent = v.max(axis=0) - v.min(axis=0)
             if np.sort(extent)[0] < 1e-3:
                 raise GeometryError("INVALID_GEOMETRY", f"part {p.label!r} has a flat solid")
+            lo, hi = np.minimum(lo, v.min(axis=0)), np.maximum(hi, v.max(axis=0))
+        _check_mass_properties(p, lo, hi)
         j = p.meta.joint
         if j is not None and j.parent != "world":
             if j.parent not in by_label:
@@ -248,3 +252,26 @@ def validate_geometry(
                     "INVALID_GEOMETRY", f"joints form a cycle through {sorted(seen)}"
                 )
             seen.add(cur.label)
+
+
+def _check_mass_properties(p: Part, lo: NDArray[np.float64], hi: NDArray[np.float64]) -> None:
+    """Volume, centre of mass and inertia come from the process that ran the agent's code, apart
+    from the meshes: they must at least be possible for a body inside the box the meshes span
+    (grown by a tessellation margin). A centre of mass claimed a metre away from its mesh put a
+    part "in the goal" that never left its start."""
+    margin = 0.01 * float(np.linalg.norm(hi - lo)) + 0.1
+    lo, hi = lo - margin, hi + margin
+    if not all(lo[i] <= p.com_mm[i] <= hi[i] for i in range(3)):
+        raise GeometryError(
+            "INVALID_GEOMETRY", f"part {p.label!r} claims a centre of mass outside its solids"
+        )
+    extent = hi - lo
+    if p.volume_mm3 > float(np.prod(extent)):
+        raise GeometryError(
+            "INVALID_GEOMETRY", f"part {p.label!r} claims more volume than its solids can hold"
+        )
+    # About the centre of mass, every point of the body is within the box's diagonal.
+    if max(p.inertia_mm5[:3]) > p.volume_mm3 * float(extent @ extent):
+        raise GeometryError(
+            "INVALID_GEOMETRY", f"part {p.label!r} claims an inertia its solids cannot have"
+        )

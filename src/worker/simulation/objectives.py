@@ -27,6 +27,9 @@ BAD_WARNINGS = (
     mujoco.mjtWarning.mjWARN_BADQACC,
     mujoco.mjtWarning.mjWARN_BADQPOS,
     mujoco.mjtWarning.mjWARN_BADQVEL,
+    # A control beyond MuJoCo's mjMAXVAL (1e10): MuJoCo zeroes every control and carries on, so
+    # without this the run "stayed stable" with its actuators silently switched off.
+    mujoco.mjtWarning.mjWARN_BADCTRL,
 )
 
 

@@ -90,6 +90,32 @@ def test_impossible_inertia_is_invalid() -> None:
     assert kind_of(part(inertia_mm5=(1.0, 1.0, 5.0, 0, 0, 0))) == "INVALID_GEOMETRY"
 
 
+@pytest.mark.parametrize(
+    "claim",
+    [
+        {"com_mm": (1000.0, 5.0, 5.0)},  # the centre of mass a metre from the mesh
+        {"volume_mm3": 1e15},  # a million tonnes in a 10 mm cube
+        {"inertia_mm5": (1e30, 1e30, 1e30, 0.0, 0.0, 0.0)},  # a cube that cannot turn
+    ],
+)
+def test_mass_properties_impossible_for_the_mesh_are_invalid(claim: dict[str, Any]) -> None:
+    assert kind_of(part(**claim)) == "INVALID_GEOMETRY"
+
+
+def test_real_mass_properties_pass_the_mesh_checks(bd: Any) -> None:
+    """Exact CAD mass properties against tessellated meshes: curved, hollow, off-centre and
+    multi-solid parts all pass (the meshes' box is grown by a tessellation margin)."""
+    from worker.simulation.cad import extract_geometry
+
+    ring = bd.Pos(40, 0, 0) * (bd.Cylinder(20, 5) - bd.Cylinder(19, 5))
+    ring.label = "ring"
+    ball = bd.Pos(0, 80, 0) * bd.Sphere(0.5)
+    ball.label = "ball"
+    pair = bd.Compound([bd.Box(1, 1, 1), bd.Pos(100, 0, 0) * bd.Box(1, 1, 1)])  # two solids
+    pair.label = "pair"
+    validate_geometry(extract_geometry([ring, ball, pair]))
+
+
 def test_duplicate_labels_are_invalid() -> None:
     assert kind_of(part("a"), part("a")) == "INVALID_GEOMETRY"
 
