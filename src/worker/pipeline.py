@@ -358,10 +358,13 @@ class Job:
             "peak_rss_mb": round(out.peak_rss_mb, 1),
             "wall_s": round(out.wall_s, 3),
         }
+        # Every line says where it came from, escaped: a child cannot forge a section of the
+        # logs artifact (a fake "jail|" line) or a terminal sequence.
         self.logs.append(
             f"===== {spec.name}: {out.report}, {out.wall_s:.2f} s =====\n"
-            f"--- stdout ---\n{out.stdout}\n--- stderr ---\n{out.stderr}\n"
-            f"--- sandbox log ---\n{out.jail_log}\n"
+            + quote_lines("out| ", out.stdout)
+            + quote_lines("err| ", out.stderr)
+            + quote_lines("jail| ", out.jail_log)
         )
         self.log.info(
             "child.end",
@@ -409,6 +412,11 @@ def printable(text: str) -> str:
     the user's code chose part of it (an exception message): it must not be able to repaint a
     FAIL as SUCCESS."""
     return "".join(c if c.isprintable() else " " if c in "\n\t" else ascii(c)[1:-1] for c in text)
+
+
+def quote_lines(prefix: str, text: str) -> str:
+    """Each line of `text` escaped with `printable` and prefixed, one per output line."""
+    return "".join(f"{prefix}{printable(line)}\n" for line in text.splitlines())
 
 
 def publish(

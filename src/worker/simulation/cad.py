@@ -86,7 +86,7 @@ def extract_geometry(
     `max_parts` and `max_triangles` are the worker's caps: GeometryLimit is raised as soon as
     one is exceeded, before the expensive work (tessellation, mass properties) on parts that
     would be refused anyway. Thousands of parts otherwise end as a CPU or time limit."""
-    from build123d import CenterOf
+    from build123d import CenterOf, Shape
 
     meta = dict(meta or {})
     leaves: list[Any] = []
@@ -102,7 +102,10 @@ def extract_geometry(
     parts: list[Part] = []
     prefix = "part" if source == "design" else "env"
     for i, leaf in enumerate(leaves):
-        placed = leaf.located(leaf.global_location)
+        # The leaf's solids at their global location. Shape.cast of the relocated OCCT shape,
+        # not leaf.located(): that deep-copies the whole parent tree for every leaf (200 parts
+        # took 17 s; this takes milliseconds).
+        placed = Shape.cast(leaf.wrapped.Located(leaf.global_location.wrapped))
         solids = placed.solids()
         if not solids:
             continue  # faces, wires and sketches carry no mass; they are not parts

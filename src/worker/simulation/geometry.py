@@ -204,6 +204,7 @@ def validate_geometry(
             raise GeometryError("INVALID_GEOMETRY", f"part {p.label!r} has an impossible inertia")
         lo = np.full(3, np.inf)
         hi = np.full(3, -np.inf)
+        mesh_volume, mesh_moment = 0.0, np.zeros(3)
         for m in p.solids:
             try:
                 v, t = m.arrays()
@@ -223,7 +224,11 @@ def validate_geometry(
             if np.sort(extent)[0] < 1e-3:
                 raise GeometryError("INVALID_GEOMETRY", f"part {p.label!r} has a flat solid")
             lo, hi = np.minimum(lo, v.min(axis=0)), np.maximum(hi, v.max(axis=0))
+            vol, moment = _enclosed(v, t)
+            mesh_volume += vol
+            mesh_moment += moment
         _check_mass_properties(p, lo, hi)
+        _check_against_mesh(p, mesh_volume, mesh_moment, float(np.linalg.norm(hi - lo)))
         j = p.meta.joint
         if j is not None and j.parent != "world":
             if j.parent not in by_label:
@@ -252,6 +257,41 @@ def validate_geometry(
                     "INVALID_GEOMETRY", f"joints form a cycle through {sorted(seen)}"
                 )
             seen.add(cur.label)
+
+
+def _enclosed(v: NDArray[np.float64], t: NDArray[np.int32]) -> tuple[float, NDArray[np.float64]]:
+    """Volume a closed triangle mesh encloses, and its first moment (volume × centroid), by
+    the divergence theorem over tetrahedra from the origin. Orientation-independent."""
+    a, b, c = v[t[:, 0]], v[t[:, 1]], v[t[:, 2]]
+    six_v = np.einsum("ij,ij->i", a, np.cross(b, c))
+    sign = 1.0 if six_v.sum() >= 0 else -1.0
+    vol = sign * six_v.sum() / 6.0
+    moment = sign * ((a + b + c) * six_v[:, None]).sum(axis=0) / 24.0
+    return float(vol), moment
+
+
+VOLUME_TOLERANCE = 0.05
+"""Claimed CAD volume vs the volume its tessellation encloses (curved faces are cut short)."""
+COM_TOLERANCE = 0.02
+"""Claimed centre of mass vs the tessellation's, as a fraction of the part's diagonal."""
+
+
+def _check_against_mesh(p: Part, volume: float, moment: NDArray[np.float64], diag: float) -> None:
+    """The claimed volume and centre of mass must be those of the meshes (to tessellation
+    accuracy): they are what the verdict follows, and the process that computed them ran the
+    agent's code."""
+    if volume <= 0 or abs(p.volume_mm3 - volume) > VOLUME_TOLERANCE * volume + 1.0:
+        raise GeometryError(
+            "INVALID_GEOMETRY",
+            f"part {p.label!r} claims a volume of {p.volume_mm3:.6g} mm³ but its solids enclose "
+            f"{volume:.6g} mm³",
+        )
+    centroid = moment / volume
+    if float(np.linalg.norm(np.array(p.com_mm) - centroid)) > COM_TOLERANCE * diag + 0.1:
+        raise GeometryError(
+            "INVALID_GEOMETRY",
+            f"part {p.label!r} claims a centre of mass away from the centre of its solids",
+        )
 
 
 def _check_mass_properties(p: Part, lo: NDArray[np.float64], hi: NDArray[np.float64]) -> None:

@@ -289,7 +289,8 @@ def test_forged_zero_volume_is_protocol_violation(run_design: RunDesign) -> None
 
 def test_forged_collinear_mesh_is_invalid_geometry(run_design: RunDesign) -> None:
     """Vertices on one diagonal line: every axis has extent, so the flat-solid check passes,
-    but there is no convex hull. MuJoCo's compiler refuses it in the physics jail."""
+    but the mesh encloses no volume: the supervisor refuses it before the physics jail (whose
+    MuJoCo compiler would refuse it too, with "collinear vertices")."""
     r = run_design(
         forged(
             """
@@ -300,8 +301,9 @@ def test_forged_collinear_mesh_is_invalid_geometry(run_design: RunDesign) -> Non
         )
     )
     assert r.failure == FailureKind.INVALID_GEOMETRY
-    assert r.reason.startswith(
-        "MuJoCo could not compile the scene: Error: mesh 'needle__mesh0' has collinear vertices"
+    assert r.reason == (
+        "The geometry was rejected: part 'needle' claims a volume of 100 mm³ but its solids "
+        "enclose 0 mm³."
     )
 
 

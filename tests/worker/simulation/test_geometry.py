@@ -187,3 +187,25 @@ def test_any_non_finite_vertex_is_refused(xyz: list[float]) -> None:
 def test_triangle_count_matches_the_decoded_mesh() -> None:
     m = Mesh.from_arrays(CUBE_V, CUBE_T)
     assert m.triangle_count == len(m.arrays()[1]) == 12
+
+
+def test_a_claimed_volume_unlike_the_mesh_is_invalid() -> None:
+    """Mass follows the claimed volume; a forged build frame could make a part 1000× lighter."""
+    with pytest.raises(
+        GeometryError, match="claims a volume of 10 mm³ but its solids enclose 1000"
+    ):
+        small = CUBE_I / 100
+        validate_geometry(
+            Geometry(parts=[part(volume_mm3=10.0, inertia_mm5=(small, small, small, 0, 0, 0))])
+        )
+
+
+def test_a_claimed_centre_of_mass_inside_the_box_but_off_the_mesh_is_invalid() -> None:
+    """Within its own bounding box a forger could still move the point the goal rule follows."""
+    with pytest.raises(GeometryError, match="centre of mass away from the centre of its solids"):
+        validate_geometry(Geometry(parts=[part(com_mm=(9.0, 5.0, 5.0))]))
+
+
+def test_mesh_volume_does_not_depend_on_triangle_orientation() -> None:
+    flipped = Mesh.from_arrays(CUBE_V, CUBE_T[:, ::-1])
+    validate_geometry(Geometry(parts=[part(solids=[flipped])]))
