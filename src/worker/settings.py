@@ -46,6 +46,19 @@ class Settings(BaseModel):
     max_frame_bytes: int = 64 * 1024 * 1024
     max_artifact_bytes: int = 512 * 1024 * 1024
     """Largest file copied out of the physics jail (the video)."""
+    store: Literal["local", "s3"] = "local"
+    """Artifact store: `local` (a directory, artifacts_root) or `s3` (the s3_* settings below;
+    credentials come from boto3's default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    AWS_PROFILE, an instance or task role)."""
+    s3_bucket: str | None = None
+    """Bucket of the s3 store (required when store is s3)."""
+    s3_prefix: str = ""
+    """Prefix of every object key in the bucket (e.g. `simjail/prod`); empty for none."""
+    s3_endpoint_url: str | None = None
+    """Endpoint of an S3-compatible server (MinIO, Ceph, R2, …); unset (or empty) for AWS."""
+    s3_region: str = "us-east-1"
+    s3_url_ttl_s: int = Field(default=24 * 3600, gt=0, le=7 * 24 * 3600)
+    """Lifetime of the presigned artifact URLs in a result (SigV4 allows at most a week)."""
 
     @property
     def policy_root(self) -> Path:

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Protocol
 
 from worker.errors import InfrastructureError
 
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*")
+
 
 class StorageError(InfrastructureError):
     """The store could not take or give an object. An infrastructure fault: retryable."""
+
+
+def check_key(key: str) -> str:
+    """Return `key` if it is a valid artifact key, else raise StorageError.
+
+    A key is relative, `/`-separated segments of `[A-Za-z0-9_.-]` that each start with a letter
+    or digit (no empty, hidden, `.` or `..` segment), so it cannot leave a store's root or prefix.
+    Every store applies this same rule."""
+    # fullmatch, not match with `$`: `$` also matches before a trailing newline ("r/x\n").
+    if not _KEY.fullmatch(key) or ".." in key.split("/"):
+        raise StorageError(f"invalid artifact key {key!r}")
+    return key
 
 
 class ArtifactStore(Protocol):

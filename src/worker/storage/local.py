@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
-from worker.storage.base import StorageError
-
-_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
+from worker.storage.base import StorageError, check_key
 
 
 class LocalStore:
@@ -17,9 +14,7 @@ class LocalStore:
         self.root = root.resolve()
 
     def _target(self, key: str) -> Path:
-        if not _KEY.match(key) or ".." in key.split("/"):
-            raise StorageError(f"invalid artifact key {key!r}")
-        return self.root / key
+        return self.root / check_key(key)
 
     def url(self, key: str) -> str:
         return self._target(key).as_uri()
