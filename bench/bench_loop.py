@@ -9,6 +9,10 @@ Prints steps/s for both and their ratio (the loop's overhead: controls, verdict 
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported: headless rendering
+
 import argparse
 import tempfile
 import time
@@ -18,7 +22,6 @@ import mujoco
 from build123d import Box, Pos, Sphere
 
 from common.models.simulation import Objectives, SimOptions
-from worker.simulation import builder  # noqa: F401  (sets MUJOCO_GL before mujoco loads)
 from worker.simulation.builder import build_scene
 from worker.simulation.cad import extract_geometry
 from worker.simulation.loop import SimulationLoop
