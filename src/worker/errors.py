@@ -19,3 +19,9 @@ class InvalidRequest(SimjailError):
 class InfrastructureError(SimjailError):
     """The worker cannot do the job right now (store down, sandbox or renderer unusable).
     Retryable."""
+
+
+class JobCancelled(Exception):
+    """The job was cancelled by its caller (a Temporal cancellation, a worker shutdown). Its
+    children are dead and its directory is gone when this is raised. Never a FAIL, never
+    retried by simjail itself: the caller re-raises its own cancellation."""

@@ -11,6 +11,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from common.models.simulation import (
     SimulationRequest,
     SimulationResult,
 )
-from worker.errors import InfrastructureError, InvalidRequest
+from worker.errors import InfrastructureError, InvalidRequest, JobCancelled
 from worker.sandbox.hostio import UnsafeOutput, copy_out
 from worker.sandbox.launcher import Launcher, LaunchSpec, SubprocessLauncher
 from worker.sandbox.policy import Policy
@@ -138,8 +139,12 @@ class Job:
         *,
         launcher: Launcher | None = None,
         on_progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.request = request
+        self.cancel_event = cancel or threading.Event()
+        """Set it (from any thread) to cancel the job: a running child is ended as on a breach,
+        no further child starts, and `run` raises JobCancelled once every child is gone."""
         self.settings = settings.effective(request)
         self.store = store
         self._launcher = launcher
@@ -160,6 +165,10 @@ class Job:
 
     # --- public ----------------------------------------------------------------------------------
 
+    def cancel(self) -> None:
+        """Ask the job to stop (thread-safe); `run` then raises JobCancelled."""
+        self.cancel_event.set()
+
     def run(self) -> SimulationResult:
         t0 = time.monotonic()
         workdir = Path(tempfile.mkdtemp(prefix=f"simjail-{self.request.request_id[:32]}-"))
@@ -171,7 +180,9 @@ class Job:
                 geom = self._build_all(workdir)
                 payload = self._physics(workdir, geom)
             except _Failed as f:
+                self._check_cancelled()  # a child ended by a cancel is never reported as FAIL
                 return self._publish(workdir, f.kind, f.reason, {}, {}, t0)
+            self._check_cancelled()
             files = self._collect(workdir, {str(k): v for k, v in payload.files.items()})
             return self._publish(
                 workdir / "collected", payload.failure, payload.reason, payload.metrics, files, t0
@@ -331,7 +342,12 @@ class Job:
 
     # --- shared ----------------------------------------------------------------------------------
 
+    def _check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise JobCancelled(f"request {self.request.request_id} was cancelled")
+
     def _run_child(self, spec: LaunchSpec, resource_key: str) -> ChildOutcome:
+        self._check_cancelled()
         if self.launcher.name == "unsafe-subprocess":
             self.log.warning(
                 "sandbox.unsafe",
@@ -350,9 +366,14 @@ class Job:
                 on_progress=relay,
                 max_output_bytes=self.settings.max_output_bytes,
                 max_frame_bytes=self.settings.max_frame_bytes,
+                cancel=self.cancel_event,
             )
         except LaunchError as e:
+            self._check_cancelled()
             raise InfrastructureError(e.args[0]) from e
+        if out.cancelled:
+            self.log.info("child.cancelled", phase=spec.name, wall_s=round(out.wall_s, 3))
+            raise JobCancelled(f"request {self.request.request_id} was cancelled")
         self.resources[resource_key] = {
             "cpu_s": round(out.cpu_s, 3),
             "peak_rss_mb": round(out.peak_rss_mb, 1),
@@ -501,7 +522,11 @@ def run_request(
     *,
     launcher: Launcher | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> SimulationResult:
     """Run one request. Returns FAIL results for everything the submitted code caused; raises
-    InvalidRequest (bad request) or InfrastructureError (retryable fault)."""
-    return Job(request, settings, store, launcher=launcher, on_progress=on_progress).run()
+    InvalidRequest (bad request), InfrastructureError (retryable fault) or, once `cancel` was
+    set and every child is gone, JobCancelled."""
+    return Job(
+        request, settings, store, launcher=launcher, on_progress=on_progress, cancel=cancel
+    ).run()

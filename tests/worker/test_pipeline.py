@@ -141,6 +141,8 @@ def jobs(
     tmpdir = root / "tmp"
     tmpdir.mkdir()
     out = Jobs(tmpdir=tmpdir, root=root, before=simjail_dirs(tmpdir))
+    # Children the test session already had (e.g. a Temporal dev server fixture) are not jobs'.
+    earlier = {p.pid for p in psutil.Process().children(recursive=True)}
     lock = threading.Lock()
 
     def mkdtemp(prefix: str = "", **kw: Any) -> str:
@@ -170,7 +172,9 @@ def jobs(
             for f in [pool.submit(one, name) for name in DESIGNS]:
                 f.result()
     out.after = simjail_dirs(tmpdir)
-    out.children_after = psutil.Process().children(recursive=True)
+    out.children_after = [
+        p for p in psutil.Process().children(recursive=True) if p.pid not in earlier
+    ]
     out.leftover_processes = processes_under(root)
     return out
 
@@ -319,13 +323,14 @@ def test_limits_above_the_policy_are_an_invalid_request(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, simjail_dirs: Callable[[Path], list[str]]
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    earlier = {p.pid for p in psutil.Process().children()}
     settings = Settings(data_dir=tmp_path, physics_wall_s=60)
     req = request("too-long", DESIGNS["zerodiv"], limits=Limits(wall_s=61))
     with pytest.raises(InvalidRequest) as exc:
         pipeline.run_request(req, settings, LocalStore(tmp_path / "a"))
     assert exc.value.message.startswith("options.limits.wall_s: 61.0 is above")
     assert simjail_dirs(tmp_path) == []
-    assert psutil.Process().children() == []
+    assert [p for p in psutil.Process().children() if p.pid not in earlier] == []
 
 
 def test_unreadable_uri_is_an_invalid_request(

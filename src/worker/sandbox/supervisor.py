@@ -14,6 +14,7 @@ import resource
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ class ChildOutcome:
     timed_out: bool = False
     """The supervisor's own deadline fired (the launcher's should have fired first)."""
     output_exceeded: str | None = None
+    cancelled: bool = False
+    """The caller's cancel event was set: the child was ended as on a breach. Not a failure of
+    the child; the caller turns it into a cancellation, never into a FAIL."""
     protocol_error: str | None = None
     result: ResultFrame | None = None
     error: ErrorFrame | None = None
@@ -90,8 +94,13 @@ def run_child(
     max_output_bytes: int = 1024 * 1024,
     max_frame_bytes: int = 64 * 1024 * 1024,
     max_log_bytes: int = 256 * 1024,
+    cancel: threading.Event | None = None,
 ) -> ChildOutcome:
-    """Run one child to its end. Raises LaunchError when the launcher could not start it."""
+    """Run one child to its end. Raises LaunchError when the launcher could not start it.
+
+    When `cancel` is set, the child is ended exactly as on a breach (the launcher's terminate
+    signal, then SIGKILL to its group) within one loop iteration (≤ 0.1 s), reaped, and the
+    outcome comes back with `cancelled` set."""
     read_fd, write_fd = os.pipe()
     log_r, log_w = os.pipe()
     prepared: Prepared | None = None
@@ -143,6 +152,10 @@ def run_child(
     try:
         while True:
             now = time.monotonic()
+            if cancel is not None and cancel.is_set():
+                out.cancelled = True
+                breach()
+                break
             if now >= deadline:
                 out.timed_out = True
                 breach()

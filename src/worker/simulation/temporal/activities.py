@@ -1,0 +1,181 @@
+"""The `run_simulation` Temporal activity: one SimulationRequest through the sandboxed pipeline.
+
+The pipeline (worker.pipeline.run_request) runs in a thread of this worker process; the jails it
+starts are separate processes in their own sessions, so a crash of the submitted code never
+touches the worker. The activity itself stays on the event loop, where it
+
+- heartbeats every `heartbeat_interval_s` with the latest progress (phase, sim time, fraction),
+  also while a build is silent, so a dead worker is noticed within the heartbeat timeout and a
+  cancellation reaches the job at all (Temporal delivers it only through heartbeats);
+- on cancellation (workflow cancel, heartbeat timeout, worker shutdown) sets the job's cancel
+  event, waits until the pipeline thread has killed and reaped every jail and removed its job
+  directory, and re-raises the cancellation: a cancelled job is never a FAIL;
+- maps the pipeline's outcomes: a FAIL result is returned (the user's fault, no retry),
+  InvalidRequest becomes a non-retryable ApplicationError naming the field, InfrastructureError
+  a retryable one.
+
+The result carries URLs only; artifacts go to the store under keys derived from the request id,
+so a retried attempt overwrites its own files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from common.models.simulation import SimulationRequest, SimulationResult
+from worker.errors import InfrastructureError, InvalidRequest, JobCancelled
+from worker.sandbox.launcher import Launcher
+from worker.settings import Settings
+from worker.simulation.loop import Progress
+from worker.storage.base import ArtifactStore
+
+log = structlog.get_logger("simjail.activity")
+
+ACTIVITY_NAME = "run_simulation"
+INVALID_REQUEST = "InvalidRequest"
+"""ApplicationError type of a malformed request; the workflow's retry policy never retries it."""
+INFRASTRUCTURE_ERROR = "InfrastructureError"
+
+
+@dataclass(frozen=True)
+class HeartbeatDetails:
+    """What every heartbeat carries (small: a few dozen bytes). On a retried attempt Temporal
+    hands previous details back as plain dicts; simjail does not resume from them."""
+
+    phase: str
+    sim_time_s: float
+    fraction: float
+    elapsed_s: float
+
+
+class SimulationActivities:
+    """Holds what every job of this worker shares: the policy, the store, the (checked)
+    launcher. Register `run_simulation` (the bound method) with a Worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ArtifactStore,
+        *,
+        launcher: Launcher | None = None,
+        heartbeat_interval_s: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.launcher = launcher
+        self.heartbeat_interval_s = heartbeat_interval_s
+
+    @activity.defn(name=ACTIVITY_NAME)
+    async def run_simulation(self, request: SimulationRequest) -> SimulationResult:
+        info = activity.info()
+        jlog = log.bind(
+            request_id=request.request_id,
+            workflow_id=info.workflow_id,
+            run_id=info.workflow_run_id,
+            attempt=info.attempt,
+        )
+        started = time.monotonic()
+        latest = Progress("queued", 0.0, 0.0)
+        lock = threading.Lock()
+        cancel = threading.Event()
+
+        def on_progress(p: Progress) -> None:  # called from the pipeline's threads
+            nonlocal latest
+            with lock:
+                latest = p
+
+        def details() -> HeartbeatDetails:
+            with lock:
+                p = latest
+            return HeartbeatDetails(
+                phase=p.phase,
+                sim_time_s=round(p.sim_time_s, 4),
+                fraction=round(p.fraction, 4),
+                elapsed_s=round(time.monotonic() - started, 3),
+            )
+
+        def work() -> SimulationResult:
+            from worker.pipeline import run_request  # heavy imports stay out of workflow code
+
+            with structlog.contextvars.bound_contextvars(
+                request_id=request.request_id,
+                workflow_id=info.workflow_id,
+                run_id=info.workflow_run_id,
+                attempt=info.attempt,
+            ):
+                return run_request(
+                    request,
+                    self.settings,
+                    self.store,
+                    launcher=self.launcher,
+                    on_progress=on_progress,
+                    cancel=cancel,
+                )
+
+        jlog.info("activity.start")
+        activity.heartbeat(details())
+        job = asyncio.ensure_future(asyncio.to_thread(work))
+        try:
+            while True:
+                done, _ = await asyncio.wait({job}, timeout=self.heartbeat_interval_s)
+                if done:
+                    break
+                activity.heartbeat(details())
+            result = job.result()
+        except asyncio.CancelledError:
+            # Cancelled (by the workflow, a heartbeat timeout or the worker's shutdown): end the
+            # jails, wait until the pipeline thread saw them reaped and removed its directory,
+            # then let the cancellation through. The wait itself must not be cancelled again.
+            cancel.set()
+            jlog.info("activity.cancelling", **_as_dict(details()))
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(job)
+            jlog.info("activity.cancelled", wall_s=round(time.monotonic() - started, 3))
+            raise
+        except JobCancelled:
+            # Only we set the event, and only on a cancellation handled above.
+            raise asyncio.CancelledError() from None
+        except InvalidRequest as e:
+            jlog.warning("activity.invalid_request", error=e.message)
+            raise ApplicationError(
+                f"invalid request: {e.message}", type=INVALID_REQUEST, non_retryable=True
+            ) from None
+        except InfrastructureError as e:
+            jlog.error("activity.infrastructure_error", error=e.message)
+            raise ApplicationError(e.message, type=INFRASTRUCTURE_ERROR) from None
+        jlog.info(
+            "activity.done",
+            outcome=result.outcome,
+            failure=result.failure,
+            wall_s=round(time.monotonic() - started, 3),
+        )
+        return result
+
+
+def _as_dict(d: HeartbeatDetails) -> dict[str, object]:
+    return {"phase": d.phase, "sim_time_s": d.sim_time_s, "fraction": d.fraction}
+
+
+_default: SimulationActivities | None = None
+
+
+@activity.defn(name=ACTIVITY_NAME)
+async def run_simulation(request: SimulationRequest) -> SimulationResult:
+    """The activity with the worker's settings from the environment (SIMJAIL_*) and the store
+    they configure; for workers that register a plain function. `worker.main` registers a
+    configured SimulationActivities instead."""
+    global _default
+    if _default is None:
+        from worker.storage import make_store
+
+        settings = Settings.from_env()
+        _default = SimulationActivities(settings, make_store(settings))
+    return await _default.run_simulation(request)

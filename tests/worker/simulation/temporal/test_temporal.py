@@ -1,0 +1,373 @@
+"""SimulationWorkflow → run_simulation → jails, against a real Temporal dev server and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import psutil
+import pytest
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
+
+from common.models.simulation import SimulationRequest, SimulationResult
+from worker import client as simclient
+from worker.settings import Settings
+from worker.simulation.temporal import workflows
+from worker.simulation.temporal.activities import HeartbeatDetails
+
+pytestmark = pytest.mark.slow
+
+HEARTBEAT_INTERVAL_S = 1.0
+"""The worker fixture's (conftest.py)."""
+
+EXAMPLES = Path(__file__).resolve().parents[4] / "examples"
+DROP_OBJECTIVES = {
+    "target": "block",
+    "goal_hold_s": 1.0,
+    "zones": [{"name": "pad", "kind": "goal", "min": [-100, -100, 0], "max": [100, 100, 100]}],
+    "bounds": {"min": [-1000, -1000, -10], "max": [1000, 1000, 1000]},
+}
+
+
+def drop_request(name: str, **options: Any) -> SimulationRequest:
+    return SimulationRequest.model_validate(
+        {
+            "request_id": f"{name}-{uuid.uuid4().hex[:8]}",
+            "design": {"code": (EXAMPLES / "drop" / "design.py").read_text()},
+            "objectives": DROP_OBJECTIVES,
+            "options": options,
+        }
+    )
+
+
+def code_request(name: str, code: str, **options: Any) -> SimulationRequest:
+    return SimulationRequest.model_validate(
+        {
+            "request_id": f"{name}-{uuid.uuid4().hex[:8]}",
+            "design": {"code": textwrap.dedent(code)},
+            "options": options,
+        }
+    )
+
+
+async def _events(handle: WorkflowHandle[Any, Any]) -> list[Any]:
+    return [e async for e in handle.fetch_history_events()]
+
+
+async def _poll_heartbeats(
+    temporal: Any, handle: WorkflowHandle[Any, Any], until: asyncio.Future[Any]
+) -> list[tuple[float, HeartbeatDetails]]:
+    """(server's last-heartbeat time, details) each time they change, until `until` is done."""
+    seen: list[tuple[float, HeartbeatDetails]] = []
+    last = None
+    while not until.done():
+        desc = await handle.describe()
+        for pa in desc.raw_description.pending_activities:
+            if pa.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                continue
+            if not pa.heartbeat_details.payloads:
+                continue
+            stamp = pa.last_heartbeat_time.ToMicroseconds() / 1e6
+            if stamp == last:
+                continue
+            last = stamp
+            (d,) = await temporal.client.data_converter.decode(
+                pa.heartbeat_details.payloads, [HeartbeatDetails]
+            )
+            seen.append((stamp, d))
+        await asyncio.sleep(0.1)
+    return seen
+
+
+def _jails_of_this_process() -> list[str]:
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if "nsjail" in cmd or "worker.sandbox" in cmd:
+            found.append(f"{p.pid}: {cmd[:200]}")
+    return found
+
+
+def _job_dirs(request: SimulationRequest) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"simjail-{request.request_id[:32]}-*"))
+
+
+def test_workflow_defaults_match_worker_settings() -> None:
+    s = Settings()
+    assert s.build_wall_s == workflows.DEFAULT_BUILD_WALL_S
+    assert s.physics_wall_s == workflows.DEFAULT_PHYSICS_WALL_S
+
+
+def test_drop_succeeds_with_video_heartbeats_and_small_payload(temporal: Any) -> None:
+    """SUCCESS with a video URL; heartbeats reach the server with increasing sim time; the
+    result that travels through Temporal is small while the video sits in the store."""
+    request = drop_request("drop", duration_s=4.0, width=320, height=240)
+
+    async def go() -> tuple[SimulationResult, list[tuple[float, HeartbeatDetails]], list[Any]]:
+        handle = await simclient.submit(temporal.client, request)
+        assert handle.id == f"simulation-{request.request_id}"
+        result_f = asyncio.ensure_future(handle.result())
+        beats = await _poll_heartbeats(temporal, handle, result_f)
+        # Idempotent: the same request again is the same workflow (and result).
+        again = await simclient.submit(temporal.client, request)
+        assert again.id == handle.id
+        assert (await again.result()) == result_f.result()
+        return result_f.result(), beats, await _events(handle)
+
+    t0 = time.monotonic()
+    result, beats, events = temporal.run(go())
+    wall = time.monotonic() - t0
+    assert result.outcome == "SUCCESS", result.reason
+    assert result.video_url is not None
+    video = Path(urlparse(result.video_url).path)
+    assert video.is_file() and video.is_relative_to(temporal.artifacts)
+    assert result.artifact_urls["report"].endswith(f"{request.request_id}/report.md")
+
+    # Heartbeats: several, spaced about the interval apart, sim time never going back.
+    assert len(beats) >= 3, beats
+    phases = [d.phase for _, d in beats]
+    assert phases[0] in ("queued", "build"), phases
+    sim = [d.sim_time_s for _, d in beats]
+    assert sim == sorted(sim), sim
+    assert max(sim) > 0.5, beats
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(beats)]
+    assert max(gaps) < 4 * HEARTBEAT_INTERVAL_S + 1, gaps
+    print(f"\nworkflow wall {wall:.2f} s; heartbeat gaps {[round(g, 2) for g in gaps]}")
+    print(f"heartbeats: {[(d.phase, d.sim_time_s, d.fraction) for _, d in beats]}")
+
+    # The payloads that crossed Temporal are small; the video is in the store.
+    completed = [
+        e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+    ]
+    assert len(completed) == 1
+    result_payloads = completed[0].workflow_execution_completed_event_attributes.result.payloads
+    payload_bytes = sum(len(p.data) for p in result_payloads)
+    assert payload_bytes < 16 * 1024, payload_bytes
+    assert video.stat().st_size > payload_bytes
+    largest = max(
+        len(p.data)
+        for e in events
+        for attrs in (
+            e.activity_task_completed_event_attributes.result,
+            e.activity_task_scheduled_event_attributes.input,
+        )
+        for p in attrs.payloads
+    )
+    assert largest < 16 * 1024, largest
+
+
+def test_hostile_design_is_fail_not_activity_failure(temporal: Any) -> None:
+    request = code_request(
+        "segfault",
+        """\
+        import ctypes
+
+        def build():
+            ctypes.string_at(0)
+        """,
+        render=False,
+    )
+
+    async def go() -> tuple[SimulationResult, list[Any]]:
+        handle = await simclient.submit(temporal.client, request)
+        return await handle.result(), await _events(handle)
+
+    result, events = temporal.run(go())
+    assert result.outcome == "FAIL"
+    assert result.failure == "CRASHED", result.reason
+    kinds = [e.event_type for e in events]
+    assert kinds.count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 1
+    assert EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED in kinds
+    assert EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED not in kinds
+    started = [e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
+    assert [e.activity_task_started_event_attributes.attempt for e in started] == [1]
+
+
+def test_malformed_request_fails_non_retryably_naming_the_field(temporal: Any) -> None:
+    request = code_request(
+        "toolong", "def build():\n    return None\n", limits={"wall_s": 1e9}, render=False
+    )
+
+    async def go() -> tuple[BaseException, list[Any]]:
+        handle = await simclient.submit(temporal.client, request)
+        try:
+            await handle.result()
+        except WorkflowFailureError as e:
+            return e, await _events(handle)
+        raise AssertionError("the workflow did not fail")
+
+    err, events = temporal.run(go())
+    act = err.cause
+    assert isinstance(act, ActivityError)
+    assert act.retry_state == RetryState.NON_RETRYABLE_FAILURE
+    app = act.cause
+    assert isinstance(app, ApplicationError)
+    assert app.type == "InvalidRequest"
+    assert app.non_retryable
+    assert "options.limits.wall_s" in app.message
+    started = [e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
+    assert len(started) == 1
+
+
+def test_cancel_kills_the_jail_within_seconds_and_leaves_nothing(temporal: Any) -> None:
+    """A long run is cancelled while the physics jail renders: the workflow ends cancelled (not
+    FAIL) only after the jail is dead and the job directory is gone."""
+    request = drop_request("cancel", duration_s=60.0, width=640, height=480)
+
+    async def go() -> tuple[float, list[str], list[Path], BaseException]:
+        handle = await simclient.submit(temporal.client, request)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            desc = await handle.describe()
+            pas = desc.raw_description.pending_activities
+            if pas and pas[0].heartbeat_details.payloads:
+                (d,) = await temporal.client.data_converter.decode(
+                    pas[0].heartbeat_details.payloads, [HeartbeatDetails]
+                )
+                if d.sim_time_s > 0.2:
+                    break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("the physics never started")
+        assert _jails_of_this_process(), "no jail running before the cancel"
+        t = time.monotonic()
+        await handle.cancel()
+        try:
+            await handle.result()
+        except WorkflowFailureError as e:
+            took = time.monotonic() - t
+            return took, _jails_of_this_process(), _job_dirs(request), e
+        raise AssertionError("a cancelled workflow returned a result")
+
+    took, jails, dirs, err = temporal.run(go())
+    print(f"\ncancel → workflow cancelled in {took:.2f} s")
+    assert isinstance(err.cause, CancelledError), repr(err.cause)
+    assert took < 10, took
+    assert jails == []
+    assert dirs == []
+
+
+def test_sigterm_cancels_the_running_job_and_a_new_worker_completes_it(temporal: Any) -> None:
+    """`simjail worker` (a real process) gets SIGTERM mid-job: it cancels the job, kills and
+    reaps the jail, removes the job directory and exits; the activity is retried and a second
+    worker completes the workflow."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    queue = f"shutdown-{uuid.uuid4().hex[:6]}"
+    address = temporal.client.service_client.config.target_host
+    env = {**os.environ, "SIMJAIL_DATA_DIR": str(temporal.settings.data_dir)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "worker",
+        "--address",
+        address,
+        "--task-queue",
+        queue,
+        "--slots",
+        "1",
+    ]
+    request = drop_request("sigterm", duration_s=20.0, width=320, height=240)
+
+    def worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    first = worker()
+    second: subprocess.Popen[bytes] | None = None
+    try:
+
+        async def until_simulating() -> WorkflowHandle[Any, Any]:
+            handle = await simclient.submit(temporal.client, request, task_queue=queue)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                desc = await handle.describe()
+                pas = desc.raw_description.pending_activities
+                if pas and pas[0].heartbeat_details.payloads:
+                    (d,) = await temporal.client.data_converter.decode(
+                        pas[0].heartbeat_details.payloads, [HeartbeatDetails]
+                    )
+                    if d.sim_time_s > 0.2:
+                        return handle
+                await asyncio.sleep(0.2)
+            raise AssertionError("the physics never started")
+
+        handle = temporal.run(until_simulating())
+        jails = [p for p in psutil.Process(first.pid).children(recursive=True)]
+        assert any("nsjail" in " ".join(p.cmdline()) for p in jails)
+        t = time.monotonic()
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=30)
+        took = time.monotonic() - t
+        print(f"\nSIGTERM → worker exited in {took:.2f} s")
+        assert first.returncode == 0, err.decode()[-3000:]
+        assert b"activity.cancelled" in err, err.decode()[-3000:]
+        assert not [p for p in jails if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert _job_dirs(request) == []
+
+        second = worker()
+        result: SimulationResult = temporal.run(handle.result(), timeout=120)
+        assert result.outcome == "SUCCESS", result.reason
+
+        async def attempts() -> list[int]:
+            return [
+                e.activity_task_started_event_attributes.attempt
+                for e in await _events(handle)
+                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            ]
+
+        assert temporal.run(attempts()) == [2]  # one started event, for the attempt that ended
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
+
+
+def test_cli_submit_exit_codes(temporal: Any, tmp_path: Path) -> None:
+    """`simjail submit` prints the workflow id; with --wait the result and `run`'s exit codes:
+    1 for a FAIL (with --json exactly one SimulationResult), 2 for an invalid request."""
+    import json
+    import subprocess
+    import sys
+
+    address = temporal.client.service_client.config.target_host
+    design = tmp_path / "crash.py"
+    design.write_text("import ctypes\n\ndef build():\n    ctypes.string_at(0)\n")
+    options = tmp_path / "options.yaml"
+    options.write_text("render: false\nlimits: {wall_s: 1.0e9}\n")
+    base = [sys.executable, "-m", "worker.cli", "submit", str(design), "--address", address]
+    rid = f"cli-{uuid.uuid4().hex[:8]}"
+
+    def sub(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*base, *extra], capture_output=True, text=True, timeout=120, check=False
+        )
+
+    started = sub("--request-id", rid, "--no-render")
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == f"simulation-{rid}"
+    waited = sub("--request-id", rid, "--no-render", "--wait", "--json")
+    assert waited.returncode == 1, waited.stderr
+    result = SimulationResult.model_validate_json(waited.stdout)
+    assert result.failure == "CRASHED"
+    assert len(waited.stdout.strip().splitlines()) == 1
+    json.loads(waited.stdout)
+    bad = sub("--options", str(options), "--wait")
+    assert bad.returncode == 2, bad.stderr
+    assert "options.limits.wall_s" in bad.stderr
