@@ -123,6 +123,21 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the children WITHOUT the nsjail sandbox (development machines only)",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_env_int("SIMJAIL_METRICS_PORT"),
+        metavar="PORT",
+        help="serve Prometheus metrics (simjail's and the Temporal SDK's) on http://0.0.0.0:"
+        "PORT/metrics (env SIMJAIL_METRICS_PORT; default: off)",
+    )
+
+
+def _env_int(name: str) -> int | None:
+    import os
+
+    v = os.environ.get(name, "").strip()
+    return int(v) if v.isdigit() else None
 
 
 def _connect_options(args: argparse.Namespace) -> Any:
@@ -347,15 +362,24 @@ def _worker_settings(args: argparse.Namespace) -> Settings:
 def cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
 
-    from worker.main import check_sandbox, connect, run_worker
+    from worker.main import connect, prepare_worker, run_worker, start_metrics
 
     settings = _worker_settings(args)
-    launcher = check_sandbox(settings)  # fail fast, before connecting (SandboxUnavailable → 3)
+    # Fail fast, before connecting (SandboxUnavailable, ProbeFailed → 3); dead workers' jails go.
+    launcher = prepare_worker(settings)
     opts = _connect_options(args)
 
     async def go() -> int:
+        runtime = None
+        if args.metrics_port is not None:
+            try:
+                runtime, _ = start_metrics(args.metrics_port)
+            except OSError as e:
+                print(f"simjail: cannot serve metrics on port {args.metrics_port}: {e}",
+                      file=sys.stderr)  # fmt: skip
+                return EXIT_INFRA
         try:
-            client = await connect(opts)
+            client = await connect(opts, runtime=runtime)
         except Exception as e:
             print(f"simjail: cannot connect to Temporal at {opts.address}: {e}", file=sys.stderr)
             return EXIT_INFRA
@@ -387,6 +411,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             demo=args.demo,
             slots=args.slots,
             graceful_shutdown_s=args.graceful_shutdown,
+            metrics_port=args.metrics_port,
         )
     )
 
@@ -437,54 +462,26 @@ def _kv(d: dict[str, int]) -> str:
 
 def _policy_check(launcher: Any, settings: Settings) -> int:
     """Start a real jail of each kind; exit 3 loudly if any does not work."""
-    import tempfile
-
-    from worker.sandbox.launcher import LaunchSpec
-    from worker.sandbox.supervisor import LaunchError, classify, run_child
+    from worker.sandbox.probe import ProbeFailed, probe
 
     launcher.check()
     print(f"nsjail:  {launcher.binary}")
     print(f"digest:  {launcher.policy.digest()}")
     ok = True
-    with tempfile.TemporaryDirectory(prefix="simjail-policy-") as tmp:
-        root = Path(tmp)
-        root.chmod(0o711)
-        for jail in ("build", "physics"):
-            job = root / jail
-            job.mkdir()
-            job.chmod(0o755)
-            (job / "job.json").write_text(json.dumps({"render": jail == "physics"}))
-            out = root / f"{jail}-out"
-            out.mkdir()
-            spec = LaunchSpec(
-                name=f"{jail} probe",
-                jail=jail,
-                module="worker.sandbox.probe_child",
-                job_dir=job,
-                wall_s=60,
-                cpu_s=60,
-                memory_mb=1024,
-                out_dir=out if jail == "physics" else None,
-            )
-            try:
-                res = run_child(launcher, spec)
-            except LaunchError as e:
-                print(f"FAIL {jail}: {e}")
-                ok = False
-                continue
-            failed = classify(res)
-            seen = res.result.payload if res.result else {}
-            if failed is not None or seen.get("uid") != 65534:
-                print(f"FAIL {jail}: {failed[1] if failed else seen}\n{res.stderr[-2000:]}")
-                ok = False
-                continue
-            extra = ""
-            if "rendered_mean" in seen:
-                extra = f", rendered (mean {seen['rendered_mean']:.0f})"
-            print(
-                f"ok   {jail}: uid {seen['uid']}, pid {seen['pid']}, hostname "
-                f"{seen['hostname']!r}, env {seen['env_keys']}{extra}, {res.wall_s:.2f} s"
-            )
+    for jail in ("build", "physics"):
+        try:
+            seen = probe(launcher, jail)
+        except ProbeFailed as e:
+            print(f"FAIL {jail}: {e.message}")
+            ok = False
+            continue
+        extra = ""
+        if "rendered_mean" in seen:
+            extra = f", rendered (mean {seen['rendered_mean']:.0f})"
+        print(
+            f"ok   {jail}: uid {seen['uid']}, pid {seen['pid']}, hostname "
+            f"{seen['hostname']!r}, env {seen['env_keys']}{extra}, {seen['wall_s']:.2f} s"
+        )
     if not ok:
         print(
             "simjail: the sandbox policy does not work here; refusing untrusted code",

@@ -64,12 +64,14 @@ async def run_dev(
     demo: bool = False,
     slots: int | None = None,
     graceful_shutdown_s: float = 0.0,
+    metrics_port: int | None = None,
 ) -> int:
     from worker import client as simclient
     from worker.cli import EXIT_INFRA, _emit, _workflow_failure, build_request
-    from worker.main import check_sandbox, run_worker
+    from worker.main import prepare_worker, run_worker, start_metrics
 
-    launcher = check_sandbox(settings)  # fail closed before starting anything
+    launcher = prepare_worker(settings)  # fail closed before starting anything
+    runtime = start_metrics(metrics_port)[0] if metrics_port is not None else None
     db = db_filename or settings.data_dir / "temporal-dev.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_local(
@@ -79,6 +81,7 @@ async def run_dev(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(temporal_binary()),
         dev_server_database_filename=str(db),
+        runtime=runtime,
     )
     status = 0
     stop = asyncio.Event()

@@ -3,8 +3,10 @@
 Connection settings come from flags or the environment (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
 TEMPORAL_TLS, TEMPORAL_TLS_CERT/TEMPORAL_TLS_KEY/TEMPORAL_TLS_CA, TEMPORAL_API_KEY); the job
 policy from SIMJAIL_* (worker.settings). The worker refuses to start when the sandbox is
-unusable (fail closed), sizes its activity slots to its CPUs, and on SIGTERM/SIGINT stops
-polling, cancels the running jobs (their jails are killed and reaped before the activity
+unusable or a physics jail cannot render (fail closed), removes what dead workers left on this
+machine (their jails and job directories; never those of a live worker), sizes its activity
+slots to its CPUs, optionally serves Prometheus metrics (worker.metrics), and on SIGTERM/SIGINT
+stops polling, cancels the running jobs (their jails are killed and reaped before the activity
 reports the cancellation) and exits.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,9 +24,11 @@ from pathlib import Path
 import structlog
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import TLSConfig
 from temporalio.worker import Worker
 
+from worker.metrics import MetricsServer
 from worker.sandbox.launcher import Launcher
 from worker.settings import Settings
 from worker.simulation.temporal.activities import SimulationActivities
@@ -60,7 +65,26 @@ class ConnectOptions:
         return cls(**kw)  # type: ignore[arg-type]
 
 
-async def connect(opts: ConnectOptions | None = None) -> Client:
+def start_metrics(port: int, host: str = "0.0.0.0") -> tuple[Runtime, MetricsServer]:
+    """A Temporal runtime exporting the SDK's metrics on a loopback port, and simjail's metrics
+    server on `port`, which serves both. Connect the worker's client with this runtime."""
+    from worker.metrics import MetricsServer, free_loopback_port
+
+    sdk_port = free_loopback_port()
+    runtime = Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=f"127.0.0.1:{sdk_port}", durations_as_seconds=True
+            )
+        )
+    )
+    server = MetricsServer(port, host=host, temporal_url=f"http://127.0.0.1:{sdk_port}/metrics")
+    server.start()
+    log.info("metrics.serving", port=server.port, url=f"http://{host}:{server.port}/metrics")
+    return runtime, server
+
+
+async def connect(opts: ConnectOptions | None = None, *, runtime: Runtime | None = None) -> Client:
     """A client with the pydantic data converter (both sides must use it)."""
     opts = opts or ConnectOptions.from_env()
     tls: bool | TLSConfig = False
@@ -78,6 +102,7 @@ async def connect(opts: ConnectOptions | None = None) -> Client:
         tls=tls,
         api_key=opts.api_key,
         data_converter=pydantic_data_converter,
+        runtime=runtime,
     )
 
 
@@ -89,12 +114,55 @@ def default_slots() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def check_sandbox(settings: Settings) -> Launcher:
-    """The launcher every job will use, checked now: raises SandboxUnavailable (an
-    InfrastructureError with what to do) when nsjail cannot work here."""
+def check_sandbox(settings: Settings, *, render: bool = True) -> Launcher:
+    """The launcher every job will use, checked now: raises SandboxUnavailable or ProbeFailed
+    (InfrastructureErrors with what to do) when nsjail cannot work here or, with `render`, when
+    a physics jail cannot render offscreen (no EGL/llvmpipe, a policy that hides the drivers)."""
     from worker.pipeline import make_launcher
+    from worker.sandbox.probe import probe
 
-    return make_launcher(settings)
+    launcher = make_launcher(settings)
+    if render:
+        seen = probe(launcher, "physics")
+        log.info("worker.render_probe", launcher=launcher.name, wall_s=seen["wall_s"])
+    return launcher
+
+
+def prepare_worker(settings: Settings) -> Launcher:
+    """Start-up of a worker process, before it takes any job: the sandbox is checked, what dead
+    workers left on this machine is removed (first, so their jails stop as soon as possible),
+    then a physics jail must render. Raises as check_sandbox does."""
+    from worker.pipeline import make_launcher
+    from worker.sandbox.probe import probe
+
+    launcher = make_launcher(settings)
+    cleanup_dead_workers(launcher)
+    seen = probe(launcher, "physics")
+    log.info("worker.render_probe", launcher=launcher.name, wall_s=seen["wall_s"])
+    return launcher
+
+
+def cleanup_dead_workers(launcher: Launcher) -> dict[str, object]:
+    """Remove what workers that died without cleaning up (SIGKILL, OOM, a crash) left on this
+    machine: their jails (killed through their per-job cgroups; nsjail runs in its own session
+    and would otherwise live until the jail's time limit) and their job directories. Only
+    leftovers whose owner pid is no longer alive are touched, so the jobs of other live workers
+    on the same machine are safe. Call it before this process runs any job."""
+    from worker.pipeline import remove_stale_job_dirs
+    from worker.sandbox.nsjail import remove_stale_cgroups
+
+    t = time.monotonic()
+    groups = remove_stale_cgroups() if launcher.name == "nsjail" else []
+    dirs = remove_stale_job_dirs()
+    took = round(time.monotonic() - t, 3)
+    if groups or dirs:
+        log.warning(
+            "worker.cleaned_dead_workers",
+            cgroups=groups,
+            job_dirs=[str(d) for d in dirs],
+            wall_s=took,
+        )
+    return {"cgroups": groups, "job_dirs": dirs, "wall_s": took}
 
 
 def build_worker(
@@ -139,9 +207,11 @@ async def run_worker(
     on_ready: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Run a worker until `stop` is set or SIGTERM/SIGINT arrives, then shut it down: running
-    jobs get `graceful_shutdown_s` to finish, then are cancelled (jails killed and reaped)."""
+    jobs get `graceful_shutdown_s` to finish, then are cancelled (jails killed and reaped).
+    Without a `launcher`, `prepare_worker` makes one (cleaning up after dead workers); pass one
+    from `prepare_worker` to fail before connecting."""
     if launcher is None:
-        launcher = check_sandbox(settings)
+        launcher = prepare_worker(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []

@@ -7,9 +7,12 @@ directory, removed when the job ends, whatever happened.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
+import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -24,11 +27,14 @@ import structlog
 from pydantic import ValidationError
 
 from common.models.simulation import (
+    MAX_CODE_BYTES,
+    MAX_STEP_BYTES,
     CadSource,
     FailureKind,
     SimulationRequest,
     SimulationResult,
 )
+from worker import metrics
 from worker.errors import InfrastructureError, InvalidRequest, JobCancelled
 from worker.sandbox.hostio import UnsafeOutput, copy_out
 from worker.sandbox.launcher import Launcher, LaunchSpec, SubprocessLauncher
@@ -45,9 +51,23 @@ from worker.settings import Settings
 from worker.simulation.geometry import Geometry, GeometryError, merge, validate_geometry
 from worker.simulation.loop import Progress, ProgressFn
 from worker.simulation.render import report_markdown
-from worker.storage.base import ArtifactStore
+from worker.storage.base import (
+    ArtifactStore,
+    ObjectNotFound,
+    ObjectTooLarge,
+    StorageError,
+    check_key,
+)
 
 log = structlog.get_logger("simjail.pipeline")
+
+MAX_URI_STEP_BYTES = 64 * MAX_STEP_BYTES
+"""Largest STEP file read from a `uri` (64 MiB): inline STEP data is capped at MAX_STEP_BYTES,
+and the contract sends larger files through the store."""
+
+OWNER_FILE = ".owner"
+"""In each job directory: the pid of the worker process that made it."""
+JOB_DIR_PREFIX = "simjail-"
 
 ARTIFACT_NAMES = {"video": "video.mp4", "poster": "poster.png", "mjcf": "model.xml"}
 """Files the physics job produces, by artifact name → stored file name."""
@@ -170,12 +190,23 @@ class Job:
         self.cancel_event.set()
 
     def run(self) -> SimulationResult:
+        # Every line logged for this job (also from the build threads, which get a copy of this
+        # context) carries the request id and the phase, and whatever the caller bound (the
+        # activity binds workflow_id, run_id and attempt).
+        with structlog.contextvars.bound_contextvars(
+            request_id=self.request.request_id, phase="prepare"
+        ):
+            return self._run()
+
+    def _run(self) -> SimulationResult:
         t0 = time.monotonic()
-        workdir = Path(tempfile.mkdtemp(prefix=f"simjail-{self.request.request_id[:32]}-"))
+        workdir = Path(tempfile.mkdtemp(prefix=f"{JOB_DIR_PREFIX}{self.request.request_id[:32]}-"))
         # Traversable but not listable by others: the jail's uid reaches its own job directory
         # by name (nsjail binds it as that uid), nothing more.
         workdir.chmod(0o711)
         try:
+            # Who owns it: a restarted worker removes the directories of dead owners only.
+            (workdir / OWNER_FILE).write_text(f"{os.getpid()}\n")
             try:
                 geom = self._build_all(workdir)
                 payload = self._physics(workdir, geom)
@@ -203,7 +234,12 @@ class Job:
         # Each source in its own child, both at once: the build123d import (~2 s) dominates.
         try:
             with ThreadPoolExecutor(max_workers=len(sources)) as pool:
-                futures = [pool.submit(self._build_one, workdir, k, s) for k, s in sources]
+                # A copy of this thread's context per build (one Context cannot be entered by
+                # two threads at once): the log lines of the builds keep the job's ids.
+                futures = [
+                    pool.submit(contextvars.copy_context().run, self._build_one, workdir, k, s)
+                    for k, s in sources
+                ]
                 results = [f.result() for f in futures]
         finally:
             self.phases["build"] = time.monotonic() - t
@@ -225,6 +261,7 @@ class Job:
     def _build_one(
         self, workdir: Path, kind: Literal["design", "environment"], src: CadSource
     ) -> Geometry:
+        structlog.contextvars.bind_contextvars(phase=f"{kind} build")  # this thread's copy
         jobdir = workdir / f"build-{kind}"
         jobdir.mkdir()
         jobdir.chmod(0o755)  # readable by the jail's unprivileged user, writable by none
@@ -271,25 +308,62 @@ class Job:
             return None, src.step
         assert src.uri is not None
         u = urlparse(src.uri)
-        if u.scheme != "file":
+        name = unquote(u.path)
+        step = name.lower().endswith((".step", ".stp"))
+        cap = MAX_URI_STEP_BYTES if step else MAX_CODE_BYTES
+        if u.scheme == "file":
+            path = Path(name)
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise InvalidRequest(f"{kind}.uri: cannot read {path}: {e.strerror}") from None
+        elif u.scheme == "s3":
+            data = self._read_s3(kind, u.netloc, name.lstrip("/"), cap)
+        else:
             raise InfrastructureError(f"{kind}.uri: no store is configured for {u.scheme}:// URLs")
-        path = Path(unquote(u.path))
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise InvalidRequest(f"{kind}.uri: cannot read {path}: {e.strerror}") from None
-        if path.suffix.lower() in (".step", ".stp"):
+        if len(data) > cap:  # a file:// source (an S3 object was refused before the download)
+            raise InvalidRequest(f"{kind}.uri: {src.uri} is larger than {cap} bytes")
+        if step:
             return None, data
         try:
             return CadSource(code=data.decode("utf-8")).code, None
         except (UnicodeDecodeError, ValidationError) as e:
             raise InvalidRequest(
-                f"{kind}.uri: {path} is not a UTF-8 source under the size cap: {e}"
+                f"{kind}.uri: {src.uri} is not a UTF-8 source under the size cap: {e}"
             ) from None
+
+    def _read_s3(self, kind: str, bucket: str, name: str, cap: int) -> bytes:
+        """An object of the configured S3 store: only its bucket, only under its prefix, at
+        most `cap` bytes. Anything else is the request's fault (InvalidRequest naming the
+        field); an unreachable store is an infrastructure fault (retryable)."""
+        from worker.storage.s3 import S3Store
+
+        store = self.store if isinstance(self.store, S3Store) else None
+        if store is None and self.settings.store == "s3":
+            from worker.storage import make_store
+
+            made = make_store(self.settings)
+            store = made if isinstance(made, S3Store) else None
+        if store is None:
+            raise InfrastructureError(f"{kind}.uri: no S3 store is configured on this worker")
+        where = f"s3://{store.bucket}/{store.prefix}"
+        if bucket != store.bucket or not name.startswith(store.prefix):
+            raise InvalidRequest(
+                f"{kind}.uri: s3://{bucket}/{name} is outside the artifact store ({where})"
+            )
+        try:
+            key = check_key(name[len(store.prefix) :])
+        except StorageError:
+            raise InvalidRequest(f"{kind}.uri: s3://{bucket}/{name} is not a valid key") from None
+        try:
+            return store.get_bytes(key, cap)
+        except (ObjectTooLarge, ObjectNotFound) as e:
+            raise InvalidRequest(f"{kind}.uri: {e.message}") from None
 
     # --- physics ---------------------------------------------------------------------------------
 
     def _physics(self, workdir: Path, geom: Geometry) -> PhysicsPayload:
+        structlog.contextvars.bind_contextvars(phase="physics")  # reset by run() at the end
         jobdir = workdir / "physics"
         jobdir.mkdir()
         jobdir.chmod(0o755)
@@ -360,17 +434,20 @@ class Job:
             self._progress(Progress(f.phase, f.sim_time_s, f.fraction))
 
         try:
-            out = run_child(
-                self.launcher,
-                spec,
-                on_progress=relay,
-                max_output_bytes=self.settings.max_output_bytes,
-                max_frame_bytes=self.settings.max_frame_bytes,
-                cancel=self.cancel_event,
-            )
+            with metrics.active_jail(spec.jail):
+                out = run_child(
+                    self.launcher,
+                    spec,
+                    on_progress=relay,
+                    max_output_bytes=self.settings.max_output_bytes,
+                    max_frame_bytes=self.settings.max_frame_bytes,
+                    cancel=self.cancel_event,
+                )
         except LaunchError as e:
             self._check_cancelled()
             raise InfrastructureError(e.args[0]) from e
+        if out.start_latency_s is not None:
+            metrics.jail_started(spec.jail, out.start_latency_s)
         if out.cancelled:
             self.log.info("child.cancelled", phase=spec.name, wall_s=round(out.wall_s, 3))
             raise JobCancelled(f"request {self.request.request_id} was cancelled")
@@ -410,6 +487,7 @@ class Job:
         files: dict[str, str],
         t0: float,
     ) -> SimulationResult:
+        structlog.contextvars.bind_contextvars(phase="store")
         return publish(
             request_id=self.request.request_id,
             store=self.store,
@@ -513,6 +591,33 @@ def publish(
         CONTENT_TYPES["result"],
     )
     return result
+
+
+def remove_stale_job_dirs(tmpdir: Path | None = None) -> list[Path]:
+    """Remove the job directories (`<tmp>/simjail-*` with an owner file) whose worker process
+    is no longer alive: what a SIGKILLed worker left. Directories of live workers, directories
+    without a readable owner file (probes, other tools) and anything not owned by this user are
+    left alone. Call it at worker start, before this process runs any job."""
+    from worker.sandbox.nsjail import owner_alive
+
+    base = tmpdir or Path(tempfile.gettempdir())
+    removed = []
+    for d in sorted(base.glob(f"{JOB_DIR_PREFIX}*")):
+        try:
+            st = d.lstat()
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            marker = d / OWNER_FILE
+            mst = marker.lstat()
+            if not stat.S_ISREG(mst.st_mode) or mst.st_uid != os.geteuid() or mst.st_size > 32:
+                continue
+            pid = int(marker.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if not owner_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)  # never follows links the jail planted
+            removed.append(d)
+    return removed
 
 
 def run_request(

@@ -75,6 +75,8 @@ class Prepared(Protocol):
     pass_fds: tuple[int, ...]
     terminate_signal: int
     """Sent to the launcher's process to end a run early (SIGKILL follows after a grace)."""
+    exec_marker: bytes | None
+    """What the launcher writes on its log fd when it executes the child (None: nothing)."""
 
     def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
         """Called once the child is gone (always, also after a kill): release resources and
@@ -99,6 +101,7 @@ class _SubprocessRun:
     pass_fds: tuple[int, ...]
     cpu_limit_s: float
     terminate_signal: int = signal.SIGKILL
+    exec_marker: bytes | None = None
 
     def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
         if returncode < 0:

@@ -83,6 +83,8 @@ class _NsjailRun:
     cgroups: JobCgroups
     cpu_limit_s: int
     terminate_signal: int = signal.SIGTERM  # nsjail kills its jail and removes its cgroups
+    # Logged (at INFO) inside the new namespaces right before execve: the jail is set up.
+    exec_marker: bytes | None = b"] Executing '"
     notes: list[str] = field(default_factory=list)
 
     def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
@@ -239,7 +241,9 @@ class NsjailLauncher:
         lim = self.limits(spec)
         time_limit, cpu, memory = lim["time_limit"], lim["rlimit_cpu"], lim["cgroup_mem_max"]
         cg = JobCgroups(
-            job=f"{spec.jail}-{uuid.uuid4().hex[:12]}",
+            # The supervisor's pid first: a restarted worker removes the groups of dead
+            # workers only (remove_stale_cgroups), never those of a live one on this machine.
+            job=f"{os.getpid()}-{spec.jail}-{uuid.uuid4().hex[:12]}",
             memory_bytes=memory,
             pids_max=lim["cgroup_pids_max"],
         )
@@ -281,11 +285,32 @@ class NsjailLauncher:
         )
 
 
-def remove_stale_cgroups(root: Path | None = None) -> None:
-    """Remove per-job groups a killed worker left behind (called at worker start)."""
+def owner_alive(pid: int) -> bool:
+    """Whether `pid` is a live process other than this one. Called before this process starts
+    any job, so its own pid in a leftover name means an earlier process that had it."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+_OWNED = re.compile(r"(\d+)-")
+
+
+def remove_stale_cgroups(root: Path | None = None) -> list[str]:
+    """Remove the per-job groups (`simjail/<worker pid>-<jail>-<id>`) of workers that are no
+    longer alive, killing whatever still runs inside: the jails a SIGKILLed worker left. Groups
+    of a live worker, and groups not named by a pid, are left alone. Call it at worker start,
+    before this process runs any job. Returns the names of the removed groups."""
     from worker.sandbox import cgroups
 
     base = root or cgroups.ROOT
+    stale: set[str] = set()
     for top in (
         base / "memory" / cgroups.PARENT,
         base / "pids" / cgroups.PARENT,
@@ -294,6 +319,10 @@ def remove_stale_cgroups(root: Path | None = None) -> None:
         if not top.is_dir():
             continue
         for d in top.iterdir():
-            if d.is_dir():
-                with contextlib.suppress(Exception):
-                    JobCgroups(job=d.name, memory_bytes=0, pids_max=0, root=base).remove()
+            m = _OWNED.match(d.name)
+            if m and d.is_dir() and not owner_alive(int(m.group(1))):
+                stale.add(d.name)
+    for name in sorted(stale):
+        with contextlib.suppress(Exception):
+            JobCgroups(job=name, memory_bytes=0, pids_max=0, root=base).remove()
+    return sorted(stale)

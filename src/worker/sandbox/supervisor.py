@@ -78,6 +78,10 @@ class ChildOutcome:
     wall_s: float = 0.0
     cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
+    start_latency_s: float | None = None
+    """From starting the launcher to the moment it executed the child (nsjail logs that line
+    after setting up the namespaces, mounts, cgroups and seccomp); None when the launcher does
+    not say."""
 
 
 SUPERVISOR_GRACE_S = 3.0
@@ -145,6 +149,7 @@ def run_child(
     sel.register(log_r, selectors.EVENT_READ, "log")
     rusage = None
     exited_at: float | None = None
+    exec_marker: bytes | None = getattr(prepared, "exec_marker", None)  # optional for launchers
 
     def breach() -> None:
         _end(proc, prepared.terminate_signal)
@@ -205,6 +210,12 @@ def run_child(
                             out.extra_results += 1
                 elif what == "log":
                     streams["log"].add(chunk)  # the launcher's log: kept up to its cap
+                    if (
+                        out.start_latency_s is None
+                        and exec_marker is not None
+                        and exec_marker in streams["log"].data
+                    ):
+                        out.start_latency_s = time.monotonic() - started
                 elif not streams[what].add(chunk):
                     out.output_exceeded = what
                     breach()

@@ -15,6 +15,14 @@ class StorageError(InfrastructureError):
     """The store could not take or give an object. An infrastructure fault: retryable."""
 
 
+class ObjectTooLarge(StorageError):
+    """The object is larger than the caller allowed: nothing of it was returned."""
+
+
+class ObjectNotFound(StorageError):
+    """There is no such object (or bucket)."""
+
+
 def check_key(key: str) -> str:
     """Return `key` if it is a valid artifact key, else raise StorageError.
 

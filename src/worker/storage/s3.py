@@ -36,7 +36,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from worker.storage.base import StorageError, check_key
+from worker.storage.base import ObjectNotFound, ObjectTooLarge, StorageError, check_key
 
 if TYPE_CHECKING:
     from types_boto3_s3.client import S3Client
@@ -201,7 +201,7 @@ class S3Store:
             head = self._client.head_object(Bucket=self.bucket, Key=name)
             size = head["ContentLength"]
             if size > max_bytes:
-                raise StorageError(
+                raise ObjectTooLarge(
                     f"refusing to read s3://{self.bucket}/{name}: it is {size} bytes, more than "
                     f"the {max_bytes} allowed"
                 )
@@ -216,9 +216,17 @@ class S3Store:
             finally:
                 body.close()
         except _BOTO_ERRORS as e:
-            raise self._error("read", name, e) from None
+            err = self._error("read", name, e)
+            if isinstance(e, ClientError) and str(e.response.get("Error", {}).get("Code")) in (
+                "NoSuchKey",
+                "NoSuchBucket",
+                "404",
+                "NotFound",
+            ):
+                raise ObjectNotFound(err.message) from None
+            raise err from None
         if len(data) > max_bytes:  # the server lied about the size: still never more
-            raise StorageError(
+            raise ObjectTooLarge(
                 f"refusing to read s3://{self.bucket}/{name}: it is larger than the {max_bytes} "
                 "bytes allowed"
             )

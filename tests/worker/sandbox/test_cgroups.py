@@ -165,22 +165,43 @@ def test_a_root_without_cgroups_is_cgroup_error() -> None:
         cg.create()
 
 
-def test_remove_stale_cgroups_removes_every_job_group_and_its_processes(
+def test_remove_stale_cgroups_removes_only_groups_of_dead_workers(
     private_root: Path,
 ) -> None:
-    stale = [
-        JobCgroups(job=f"build-{i}", memory_bytes=64 * MiB, pids_max=8, root=private_root)
-        for i in range(2)
-    ]
-    for cg in stale:
-        cg.create()
-    p = start_in(stale[0], "import time; time.sleep(600)", sub="NSJAIL.99")
-    other = private_root / "memory" / "not-simjail"  # outside simjail/: not ours to remove
-    other.mkdir()
-    remove_stale_cgroups(private_root)
-    assert p.wait(timeout=5) == -9
-    for top in ("memory", "pids"):
-        assert (private_root / top / "simjail").is_dir()  # the parent stays
-        assert [d for d in (private_root / top / "simjail").iterdir() if d.is_dir()] == []
-    assert other.is_dir()
-    remove_stale_cgroups(private_root)  # again: nothing to do, no error
+    """Groups are named `<worker pid>-<jail>-<id>`: those of a dead worker go (with what still
+    runs inside), those of a live worker and unnamed ones stay."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        stale = [
+            JobCgroups(
+                job=f"{gone.pid}-build-{i}", memory_bytes=64 * MiB, pids_max=8, root=private_root
+            )
+            for i in range(2)
+        ]
+        kept = [
+            JobCgroups(job=f"{live.pid}-physics-x", memory_bytes=64 * MiB, pids_max=8,
+                       root=private_root),
+            JobCgroups(job="legacy-build-x", memory_bytes=64 * MiB, pids_max=8, root=private_root),
+        ]  # fmt: skip
+        for cg in [*stale, *kept]:
+            cg.create()
+        p = start_in(stale[0], "import time; time.sleep(600)", sub="NSJAIL.99")
+        q = start_in(kept[0], "import time; time.sleep(600)", sub="NSJAIL.98")
+        other = private_root / "memory" / "not-simjail"  # outside simjail/: not ours to remove
+        other.mkdir()
+        removed = remove_stale_cgroups(private_root)
+        assert removed == sorted(cg.job for cg in stale)
+        assert p.wait(timeout=5) == -9
+        assert q.poll() is None
+        for top in ("memory", "pids"):
+            left = sorted(d.name for d in (private_root / top / "simjail").iterdir() if d.is_dir())
+            assert left == sorted(cg.job for cg in kept)
+        assert other.is_dir()
+        assert remove_stale_cgroups(private_root) == []  # again: nothing to do, no error
+        q.kill()
+        q.wait()  # dead before the fixture removes its group
+    finally:
+        live.kill()
+        live.wait()

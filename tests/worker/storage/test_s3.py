@@ -341,3 +341,88 @@ def test_make_store_s3_without_bucket_names_the_setting() -> None:
 def test_url_lifetime_is_bounded(ttl: int) -> None:
     with pytest.raises(ValidationError, match="s3_url_ttl_s"):
         Settings(s3_url_ttl_s=ttl)
+
+
+# --- s3:// design and environment sources (pipeline.Job._resolve) ------------------------------
+
+
+def _job(store: S3Store, **sources: str) -> Any:
+    from common.models.simulation import SimulationRequest
+    from worker.pipeline import Job
+
+    request = SimulationRequest.model_validate(
+        {"request_id": "s3src", **{k: {"uri": v} for k, v in sources.items()}}
+    )
+    return Job(request, Settings(), store)
+
+
+def test_s3_sources_are_read_from_the_configured_store(make: Callable[..., S3Store]) -> None:
+    store = make("sim/prod")
+    store.put_bytes("designs/d.py", b"def build():\n    return None\n", "text/x-python")
+    store.put_bytes("designs/part.step", b"ISO-10303-21;", "application/step")
+    job = _job(
+        store,
+        design=store.s3_uri("designs/d.py"),
+        environment=store.s3_uri("designs/part.step"),
+    )
+    assert job._resolve(job.request.design, "design") == ("def build():\n    return None\n", None)
+    assert job._resolve(job.request.environment, "environment") == (None, b"ISO-10303-21;")
+
+
+@pytest.mark.parametrize(
+    ("uri", "needle"),
+    [
+        ("s3://another-bucket/sim/prod/designs/d.py", "outside the artifact store"),
+        ("s3://{bucket}/elsewhere/d.py", "outside the artifact store"),
+        ("s3://{bucket}/sim/production/d.py", "outside the artifact store"),
+        ("s3://{bucket}/sim/prod/../d.py", "not a valid key"),
+        ("s3://{bucket}/sim/prod/designs/absent.py", "no such object"),
+        ("s3://{bucket}/sim/prod/designs/big.py", "more than the 262144 allowed"),
+    ],
+)
+def test_s3_sources_outside_the_store_or_over_the_cap_are_invalid_requests(
+    make: Callable[..., S3Store], s3_server: Server, uri: str, needle: str
+) -> None:
+    from common.models.simulation import MAX_CODE_BYTES
+    from worker.errors import InvalidRequest
+
+    store = make("sim/prod")
+    store.put_bytes("designs/big.py", b"#" * (MAX_CODE_BYTES + 1), "text/x-python")
+    job = _job(store, environment=uri.format(bucket=store.bucket), design="file:///dev/null")
+    with pytest.raises(InvalidRequest, match=r"^environment\.uri: ") as e:
+        job._resolve(job.request.environment, "environment")
+    assert needle in e.value.message
+    s3_server.sync_log()
+    big = f"/{store.bucket}/sim/prod/designs/big.py"
+    assert f"GET {big}" not in s3_server.requests()  # refused from its size, never downloaded
+
+
+def test_s3_source_with_an_unreachable_store_is_a_retryable_infrastructure_error() -> None:
+    from worker.errors import InfrastructureError, InvalidRequest
+
+    store = S3Store("b", endpoint_url="http://127.0.0.1:9", max_attempts=1, **CREDS)
+    job = _job(store, design="s3://b/d.py")
+    with pytest.raises(InfrastructureError) as e:
+        job._resolve(job.request.design, "design")
+    assert not isinstance(e.value, InvalidRequest)
+    assert "unreachable" in e.value.message
+
+
+def test_s3_design_runs_end_to_end(make: Callable[..., S3Store], tmp_path: Path) -> None:
+    """A whole job whose design comes from the store and whose artifacts go to it."""
+    from common.models.simulation import SimulationRequest
+    from worker.pipeline import run_request
+
+    store = make("sim")
+    code = b"from build123d import Box, Pos\ndef build():\n    return Pos(0, 0, 50) * Box(9, 9, 9)"
+    store.put_bytes("in/design.py", code, "text/x-python")
+    request = SimulationRequest.model_validate(
+        {
+            "request_id": f"s3e2e-{uuid.uuid4().hex[:6]}",
+            "design": {"uri": store.s3_uri("in/design.py")},
+            "options": {"duration_s": 0.5, "render": False},
+        }
+    )
+    result = run_request(request, Settings(data_dir=tmp_path), store)
+    assert result.outcome == "SUCCESS", result.reason
+    assert result.artifact_urls["report"].startswith(store.endpoint)

@@ -31,6 +31,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from common.models.simulation import SimulationRequest, SimulationResult
+from worker import metrics
 from worker.errors import InfrastructureError, InvalidRequest, JobCancelled
 from worker.sandbox.launcher import Launcher
 from worker.settings import Settings
@@ -76,12 +77,19 @@ class SimulationActivities:
     @activity.defn(name=ACTIVITY_NAME)
     async def run_simulation(self, request: SimulationRequest) -> SimulationResult:
         info = activity.info()
-        jlog = log.bind(
+        # Bound in this activity's own task context: every line it logs, and every line of the
+        # pipeline thread (asyncio.to_thread copies the context, the pipeline copies it again
+        # into its build threads), carries the job's ids; the pipeline rebinds `phase`.
+        with structlog.contextvars.bound_contextvars(
             request_id=request.request_id,
             workflow_id=info.workflow_id,
             run_id=info.workflow_run_id,
             attempt=info.attempt,
-        )
+            phase="activity",
+        ):
+            return await self._run(request)
+
+    async def _run(self, request: SimulationRequest) -> SimulationResult:
         started = time.monotonic()
         latest = Progress("queued", 0.0, 0.0)
         lock = threading.Lock()
@@ -105,22 +113,16 @@ class SimulationActivities:
         def work() -> SimulationResult:
             from worker.pipeline import run_request  # heavy imports stay out of workflow code
 
-            with structlog.contextvars.bound_contextvars(
-                request_id=request.request_id,
-                workflow_id=info.workflow_id,
-                run_id=info.workflow_run_id,
-                attempt=info.attempt,
-            ):
-                return run_request(
-                    request,
-                    self.settings,
-                    self.store,
-                    launcher=self.launcher,
-                    on_progress=on_progress,
-                    cancel=cancel,
-                )
+            return run_request(
+                request,
+                self.settings,
+                self.store,
+                launcher=self.launcher,
+                on_progress=on_progress,
+                cancel=cancel,
+            )
 
-        jlog.info("activity.start")
+        log.info("activity.start")
         activity.heartbeat(details())
         job = asyncio.ensure_future(asyncio.to_thread(work))
         try:
@@ -135,28 +137,33 @@ class SimulationActivities:
             # jails, wait until the pipeline thread saw them reaped and removed its directory,
             # then let the cancellation through. The wait itself must not be cancelled again.
             cancel.set()
-            jlog.info("activity.cancelling", **_as_dict(details()))
+            log.info("activity.cancelling", **_as_dict(details()))
             with contextlib.suppress(BaseException):
                 await asyncio.shield(job)
-            jlog.info("activity.cancelled", wall_s=round(time.monotonic() - started, 3))
+            log.info("activity.cancelled", wall_s=round(time.monotonic() - started, 3))
+            metrics.job_done("cancelled", None)
             raise
         except JobCancelled:
             # Only we set the event, and only on a cancellation handled above.
             raise asyncio.CancelledError() from None
         except InvalidRequest as e:
-            jlog.warning("activity.invalid_request", error=e.message)
+            log.warning("activity.invalid_request", error=e.message)
+            metrics.job_done("invalid_request", None)
             raise ApplicationError(
                 f"invalid request: {e.message}", type=INVALID_REQUEST, non_retryable=True
             ) from None
         except InfrastructureError as e:
-            jlog.error("activity.infrastructure_error", error=e.message)
+            log.error("activity.infrastructure_error", error=e.message)
+            metrics.job_done("infrastructure_error", None)
             raise ApplicationError(e.message, type=INFRASTRUCTURE_ERROR) from None
-        jlog.info(
+        log.info(
             "activity.done",
             outcome=result.outcome,
             failure=result.failure,
             wall_s=round(time.monotonic() - started, 3),
         )
+        metrics.job_done(result.outcome, result.failure)
+        metrics.phases(result.metrics.get("phases_s") or {})
         return result
 
 

@@ -339,6 +339,237 @@ def test_sigterm_cancels_the_running_job_and_a_new_worker_completes_it(temporal:
                 p.wait(30)
 
 
+def _worker_cmd(temporal: Any, queue: str, *extra: str) -> tuple[list[str], dict[str, str]]:
+    import os
+    import sys
+
+    address = temporal.client.service_client.config.target_host
+    env = {**os.environ, "SIMJAIL_DATA_DIR": str(temporal.settings.data_dir)}
+    cmd = [sys.executable, "-m", "worker.cli", "worker", "--address", address]
+    return [*cmd, "--task-queue", queue, "--slots", "1", *extra], env
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def _cgroups_of(pid: int) -> list[Path]:
+    from worker.sandbox import cgroups
+
+    found: list[Path] = []
+    for top in (
+        cgroups.ROOT / "memory" / cgroups.PARENT,
+        cgroups.ROOT / "pids" / cgroups.PARENT,
+        cgroups.ROOT / cgroups.PARENT,
+    ):
+        if top.is_dir():
+            found += [d for d in top.iterdir() if d.is_dir() and d.name.startswith(f"{pid}-")]
+    return found
+
+
+def test_sigkilled_worker_is_cleaned_up_by_the_next_and_the_workflow_completes(
+    temporal: Any, tmp_path: Path
+) -> None:
+    """`simjail worker` is SIGKILLed mid-job: its jail survives it (nsjail has its own session).
+    A new worker started on the same machine kills that jail and removes its cgroups and job
+    directory at start, before any job, and completes the workflow on retry once the heartbeat
+    timeout has noticed the dead attempt. The jobs of the live worker of this test session
+    (another process on the same machine) are never touched."""
+    import signal
+    import subprocess
+
+    queue = f"sigkill-{uuid.uuid4().hex[:6]}"
+    cmd, env = _worker_cmd(temporal, queue)
+    # A build that is silent for minutes when it starts before `until` (the first attempt),
+    # and quick after it (the retry, which starts only after the heartbeat timeout): a jail
+    # that writes nothing does not notice that its worker is gone.
+    until = time.time() + 20
+    drop = (EXAMPLES / "drop" / "design.py").read_text()
+    request = SimulationRequest.model_validate(
+        {
+            "request_id": f"sigkill-{uuid.uuid4().hex[:8]}",
+            "design": {
+                "code": f"import time\nif time.time() < {until}:\n    time.sleep(600)\n" + drop
+            },
+            "objectives": DROP_OBJECTIVES,
+            "options": {"duration_s": 2.0, "render": False},
+        }
+    )
+
+    def worker(name: str) -> subprocess.Popen[bytes]:
+        with open(tmp_path / f"{name}.log", "wb") as log:
+            return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+    first = worker("first")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        handle = temporal.run(simclient.submit(temporal.client, request, task_queue=queue))
+        deadline = time.monotonic() + 60
+        jails: list[psutil.Process] = []
+        while time.monotonic() < deadline:
+            jails = psutil.Process(first.pid).children(recursive=True)
+            if any("build_child" in " ".join(p.cmdline()) for p in jails):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the build jail never started")
+        time.sleep(4.0)  # past the build123d import, inside the silent sleep
+        first_jails = psutil.Process(first.pid).children(recursive=True)
+        assert any("nsjail" in " ".join(p.cmdline()) for p in first_jails)
+        dirs = _job_dirs(request)
+        assert dirs, "no job directory while the job runs"
+        assert _cgroups_of(first.pid)
+        first.kill()
+        first.wait(10)
+        killed_at = time.monotonic()
+        time.sleep(1.0)
+        survivors = _alive(first_jails)
+        assert survivors, "the jail died with its worker: nothing to clean up"
+        print(f"\nsurvivors of the SIGKILL: {[p.name() for p in survivors]}")
+
+        t = time.monotonic()
+        second = worker("second")
+        while _alive(first_jails) and time.monotonic() - t < 30:
+            time.sleep(0.02)
+        jails_gone = time.monotonic() - t
+        while (
+            _cgroups_of(first.pid) or [d for d in dirs if d.exists()]
+        ) and time.monotonic() - t < 30:
+            time.sleep(0.02)
+        all_gone = time.monotonic() - t
+        assert _alive(first_jails) == [], [p.cmdline() for p in _alive(first_jails)]
+        assert _cgroups_of(first.pid) == []
+        assert [d for d in dirs if d.exists()] == []
+        print(
+            f"\nnew worker started → dead worker's jail gone in {jails_gone:.2f} s, "
+            f"its cgroups and job directory in {all_gone:.2f} s"
+        )
+        assert "worker.cleaned_dead_workers" in (tmp_path / "second.log").read_text()
+
+        result: SimulationResult = temporal.run(handle.result(), timeout=120)
+        took = time.monotonic() - killed_at
+        print(f"SIGKILL → workflow completed on retry in {took:.2f} s")
+        assert result.outcome == "SUCCESS", result.reason
+
+        async def attempts() -> list[int]:
+            return [
+                e.activity_task_started_event_attributes.attempt
+                for e in await _events(handle)
+                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            ]
+
+        assert temporal.run(attempts())[-1] >= 2
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
+
+
+def test_worker_logs_carry_the_job_ids_and_metrics_are_served(
+    temporal: Any, tmp_path: Path
+) -> None:
+    """A `simjail worker --metrics-port` process runs one job: every JSON log line it wrote
+    while the job ran carries request_id, workflow_id, run_id, attempt and phase (also the
+    lines of the build threads), and its metrics endpoint counts the job, its phases and jail
+    starts next to the Temporal SDK's own metrics."""
+    import json
+    import signal
+    import subprocess
+    import urllib.request
+
+    from worker.metrics import free_loopback_port
+
+    queue = f"obs-{uuid.uuid4().hex[:6]}"
+    port = free_loopback_port()
+    cmd, env = _worker_cmd(temporal, queue, "--metrics-port", str(port))
+    request = drop_request("obs", duration_s=2.0, render=False)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        result = temporal.run(simclient.run(temporal.client, request, task_queue=queue))
+        assert result.outcome == "SUCCESS", result.reason
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    assert proc.returncode == 0, log_path.read_text()[-3000:]
+
+    def value(line_start: str) -> float:
+        hits = [ln for ln in text.splitlines() if ln.startswith(line_start)]
+        assert hits, f"{line_start} not in the metrics"
+        return float(hits[0].rsplit(" ", 1)[1])
+
+    assert value('simjail_jobs_total{failure="",outcome="SUCCESS"}') == 1.0
+    assert value('simjail_jail_start_seconds_count{jail="build"}') == 1.0
+    assert value('simjail_jail_start_seconds_count{jail="physics"}') == 1.0
+    assert 0 < value('simjail_jail_start_seconds_sum{jail="build"}') < 5
+    assert value('simjail_phase_seconds_count{phase="build"}') == 1.0
+    assert value('simjail_phase_seconds_count{phase="simulate"}') == 1.0
+    assert value('simjail_active_jails{jail="physics"}') == 0.0
+    assert "\ntemporal_" in text, text[-2000:]  # the SDK's runtime metrics, same endpoint
+
+    lines = []
+    for raw in log_path.read_text().splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except ValueError:
+            continue  # not structlog's (the SDK logs through logging)
+    events = [ln.get("event") for ln in lines]
+    start, end = events.index("activity.start"), events.index("activity.done")
+    job_lines = lines[start : end + 1]
+    assert any(ln["event"] == "child.start" for ln in job_lines)
+    keys = ("request_id", "workflow_id", "run_id", "attempt", "phase")
+    missing = [ln for ln in job_lines if any(k not in ln for k in keys)]
+    assert missing == [], missing
+    assert {ln["request_id"] for ln in job_lines} == {request.request_id}
+    assert {ln["workflow_id"] for ln in job_lines} == {simclient.workflow_id(request)}
+    assert {ln["attempt"] for ln in job_lines} == {1}
+    phases = {ln["phase"] for ln in job_lines}
+    assert {"activity", "design build", "physics"} <= phases, phases
+    print(f"\n{len(job_lines)} job log lines, phases {sorted(phases)}")
+
+
+def test_worker_refuses_to_start_when_the_physics_jail_cannot_render(tmp_path: Path) -> None:
+    """A copy of the policy whose physics jail lacks the EGL vendor files (so Mesa cannot be
+    found): `simjail worker` exits 3 naming the render probe, before it connects anywhere."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from worker.sandbox.policy import default_root
+
+    for d in ("sandbox", "seccomp"):
+        shutil.copytree(default_root() / d, tmp_path / d)
+    cfg = tmp_path / "sandbox" / "physics.cfg"
+    text = cfg.read_text()
+    assert '"/usr/share/glvnd"' in text
+    cfg.write_text(
+        "\n".join(ln for ln in text.splitlines() if '"/usr/share/glvnd"' not in ln) + "\n"
+    )
+    env = {**os.environ, "SIMJAIL_POLICY_DIR": str(tmp_path)}
+    # Nothing listens there: the worker must fail before it would try to connect.
+    cmd = [sys.executable, "-m", "worker.cli", "worker", "--address", "127.0.0.1:9"]
+    t = time.monotonic()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    took = time.monotonic() - t
+    print(f"\nworker refused to start in {took:.2f} s")
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert "the physics jail probe failed" in r.stderr, r.stderr[-3000:]
+    assert "cannot connect" not in r.stderr
+
+
 def test_cli_submit_exit_codes(temporal: Any, tmp_path: Path) -> None:
     """`simjail submit` prints the workflow id; with --wait the result and `run`'s exit codes:
     1 for a FAIL (with --json exactly one SimulationResult), 2 for an invalid request."""

@@ -1,0 +1,138 @@
+"""Prometheus metrics of a worker: simjail's own and the Temporal SDK's, on one HTTP port.
+
+`simjail worker --metrics-port N` (env SIMJAIL_METRICS_PORT; off by default) serves
+`http://<host>:N/metrics` with
+
+- `simjail_jobs_total{outcome, failure}`: jobs this worker finished; outcome is SUCCESS, FAIL,
+  cancelled, invalid_request or infrastructure_error, failure the FailureKind of a FAIL (else "");
+- `simjail_phase_seconds{phase}`: histogram of each job's phase durations (build, compile,
+  simulate, render, store);
+- `simjail_jail_start_seconds{jail}`: histogram of the time from starting nsjail to nsjail
+  executing the jailed program (namespaces, mounts, cgroups and seccomp set up);
+- `simjail_active_jails{jail}`: jails running now;
+- everything the Temporal SDK's runtime exports (`temporal_*`: polls, task latencies, slots…).
+  The SDK serves those on a loopback port of its own; this server appends them to every scrape.
+
+The counters live in this module's registry and are updated whether or not they are served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import urllib.request
+from collections.abc import Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+JOBS = Counter(
+    "simjail_jobs",
+    "Jobs this worker finished, by outcome and failure kind.",
+    ["outcome", "failure"],
+    registry=REGISTRY,
+)
+PHASE_SECONDS = Histogram(
+    "simjail_phase_seconds",
+    "Duration of each phase of a job.",
+    ["phase"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+    registry=REGISTRY,
+)
+JAIL_START_SECONDS = Histogram(
+    "simjail_jail_start_seconds",
+    "From starting the launcher to it executing the jailed program.",
+    ["jail"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+ACTIVE_JAILS = Gauge(
+    "simjail_active_jails",
+    "Jails running now.",
+    ["jail"],
+    registry=REGISTRY,
+)
+
+
+def job_done(outcome: str, failure: object) -> None:
+    JOBS.labels(outcome=outcome, failure=str(failure) if failure is not None else "").inc()
+
+
+def phases(durations: Mapping[str, Any]) -> None:
+    for phase, secs in durations.items():
+        if isinstance(secs, int | float) and secs >= 0:
+            PHASE_SECONDS.labels(phase=phase).observe(secs)
+
+
+@contextlib.contextmanager
+def active_jail(jail: str) -> Iterator[None]:
+    gauge = ACTIVE_JAILS.labels(jail=jail)
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
+
+
+def jail_started(jail: str, seconds: float) -> None:
+    JAIL_START_SECONDS.labels(jail=jail).observe(seconds)
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class MetricsServer:
+    """Serves REGISTRY plus, when given, the text of the Temporal SDK's own endpoint."""
+
+    def __init__(self, port: int, *, host: str = "0.0.0.0", temporal_url: str | None = None):
+        self.temporal_url = temporal_url
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # http.server calls it by this name
+                if self.path.split("?")[0] not in ("/metrics", "/"):
+                    self.send_error(404)
+                    return
+                body = outer.render()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # no access log on stderr
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port: int = self.httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="simjail-metrics", daemon=True
+        )
+
+    def render(self) -> bytes:
+        body = generate_latest(REGISTRY)
+        if self.temporal_url is not None:
+            try:
+                with urllib.request.urlopen(self.temporal_url, timeout=2) as r:
+                    body += r.read(8 * 1024 * 1024)
+            except OSError as e:
+                body += f"# the Temporal SDK's metrics are unavailable: {e}\n".encode()
+        return body
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
