@@ -69,8 +69,15 @@ def hostile_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     )
 
 
+CHECKOUT = str(Path(__file__).resolve().parents[3])
+"""Every jail of this test run names this checkout in its command line (the policy file for
+nsjail, the venv's interpreter for the jailed process): jobs of another checkout or session
+running on the same machine are not this suite's business."""
+
+
 def _job_processes(started: float) -> list[psutil.Process]:
-    """Processes started during the job that belong to a jail (nsjail or a child of it)."""
+    """Processes started during the job that belong to one of its jails: descendants of this
+    process, or (reparented, e.g. a daemonised grandchild) jail processes of this checkout."""
     me = psutil.Process()
     own = {p.pid for p in me.children(recursive=True)}
     found = []
@@ -79,12 +86,9 @@ def _job_processes(started: float) -> list[psutil.Process]:
             if p.info["create_time"] < started - 1 or p.pid == me.pid:
                 continue
             cmd = " ".join(p.info["cmdline"] or [])
-            if (
-                p.pid in own
-                or "nsjail" in cmd
-                or "worker.sandbox." in cmd
-                or (p.info["uids"] and p.info["uids"].real == 65534)
-            ):
+            ours = CHECKOUT in cmd and ("nsjail" in cmd or "worker.sandbox." in cmd)
+            jailed = bool(p.info["uids"] and p.info["uids"].real == 65534 and CHECKOUT in cmd)
+            if p.pid in own or ours or jailed:
                 found.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -92,18 +96,28 @@ def _job_processes(started: float) -> list[psutil.Process]:
 
 
 def _leftover_cgroups() -> list[Path]:
+    """Per-job cgroups of this process (they are named `<worker pid>-<jail>-<uuid>`)."""
     out = []
     for top in (
         cgroups.ROOT / "memory" / cgroups.PARENT,
         cgroups.ROOT / "pids" / cgroups.PARENT,
     ):
         if top.is_dir():
-            out += [d for d in top.iterdir() if d.is_dir()]
+            out += [d for d in top.glob(f"{os.getpid()}-*") if d.is_dir()]
     return out
 
 
 def _simjail_tmp() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("simjail-*")}
+    """Job directories owned by this process (each records its worker's pid in .owner)."""
+    mine = set()
+    for p in Path(tempfile.gettempdir()).glob("simjail-*"):
+        try:
+            owner = (p / ".owner").read_text().strip()
+        except OSError:
+            owner = str(os.getpid())  # unreadable or not yet written: count it as ours
+        if owner == str(os.getpid()):
+            mine.add(p.name)
+    return mine
 
 
 RunDesign = Callable[..., SimulationResult]
