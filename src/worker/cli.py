@@ -258,6 +258,7 @@ def _print_result(result: SimulationResult) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from worker.pipeline import run_request
+    from worker.storage import make_store
     from worker.storage.local import LocalStore
 
     log = structlog.get_logger("simjail.cli")
@@ -269,7 +270,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.unsafe_subprocess:
         settings = settings.model_copy(update={"sandbox": "unsafe-subprocess"})
-    store = LocalStore(args.out or settings.artifacts_root)
+    # --out names a local directory; otherwise the configured store (local or S3).
+    store = LocalStore(args.out) if args.out else make_store(settings)
     progress = _TerminalProgress()
     try:
         result = run_request(request, settings, store, on_progress=progress)
