@@ -8,21 +8,14 @@ error kind from it; a forged frame can only hurt the forger.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import traceback
 import types
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from worker.sandbox.protocol import encode
-
-
-def _send(chan: BinaryIO, frame: dict[str, Any]) -> None:
-    chan.write(encode(frame))
-    chan.flush()
+from worker.sandbox.child import exit_now, parse_args
+from worker.sandbox.child import send as _send
 
 
 def _where(tb: types.TracebackType | None, filename: str) -> str:
@@ -128,22 +121,13 @@ def run(job: dict[str, Any], chan: BinaryIO, job_dir: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--job", required=True)
-    ap.add_argument("--frame-fd", type=int, required=True)
-    ap.add_argument("--out", help="scratch directory (unused: geometry goes on the frame pipe)")
-    args = ap.parse_args()
-    with open(args.job, encoding="utf-8") as f:
-        job = json.load(f)
-    os.set_inheritable(args.frame_fd, False)
-    chan = os.fdopen(args.frame_fd, "wb", buffering=0)
+    args = parse_args()  # --out is unused here: geometry goes on the frame pipe
+    job = args.job()
+    chan = args.channel()
     sys.setrecursionlimit(10_000)
-    run(job, chan, Path(args.job).parent)
+    run(job, chan, args.job_path.parent)
     chan.close()
-    # Skip interpreter teardown: atexit hooks and finalizers belong to the user's code.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_now()
 
 
 if __name__ == "__main__":

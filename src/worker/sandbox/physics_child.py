@@ -8,21 +8,14 @@ directory and reports progress frames and one result frame:
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from worker.sandbox.protocol import encode
-
-
-def _send(chan: BinaryIO, frame: dict[str, Any]) -> None:
-    chan.write(encode(frame))
-    chan.flush()
+from worker.sandbox.child import exit_now, parse_args
+from worker.sandbox.child import send as _send
 
 
 def run(job: dict[str, Any], chan: BinaryIO, out_dir: Path) -> dict[str, Any]:
@@ -71,16 +64,11 @@ def run(job: dict[str, Any], chan: BinaryIO, out_dir: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--job", required=True)
-    ap.add_argument("--frame-fd", type=int, required=True)
-    ap.add_argument("--out", required=True, help="the directory the video and model go to")
-    args = ap.parse_args()
-    with open(args.job, encoding="utf-8") as f:
-        job = json.load(f)
-    chan = os.fdopen(args.frame_fd, "wb", buffering=0)
+    args = parse_args()  # --out: the directory the video and model go to
+    job = args.job()
+    chan = args.channel()
     try:
-        payload = run(job, chan, Path(args.out))
+        payload = run(job, chan, args.out)
     except Exception as e:
         traceback.print_exc(file=sys.stderr)
         # Our code failed on this input: retrying cannot help, so it is a FAIL, not a fault.
@@ -92,9 +80,7 @@ def main() -> None:
         }
     _send(chan, {"type": "result", "payload": payload})
     chan.close()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_now()
 
 
 if __name__ == "__main__":

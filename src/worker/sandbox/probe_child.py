@@ -3,29 +3,30 @@ its packages, and (physics) can render offscreen. Reports what it sees as one re
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import socket
+from pathlib import Path
+
+from worker.sandbox.child import exit_now, parse_args, send
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--job", required=True)
-    ap.add_argument("--frame-fd", type=int, required=True)
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
+    args = parse_args()
     seen: dict[str, object] = {
         "uid": os.getuid(),
         "gid": os.getgid(),
         "pid": os.getpid(),
         "hostname": socket.gethostname(),
-        "env_keys": sorted(os.environ),
+        # As exec'd by the jail: importing worker.simulation has since set MUJOCO_GL in
+        # os.environ, which /proc/self/environ does not show.
+        "env_keys": sorted(
+            kv.split(b"=", 1)[0].decode()
+            for kv in Path("/proc/self/environ").read_bytes().split(b"\0")
+            if kv
+        ),
         "out_writable": os.access(args.out, os.W_OK),
     }
-    with open(args.job, encoding="utf-8") as f:
-        job = json.load(f)
-    if job.get("render"):
+    if args.job().get("render"):
         import mujoco
 
         m = mujoco.MjModel.from_xml_string(
@@ -37,11 +38,8 @@ def main() -> None:
         r.update_scene(d)
         seen["rendered_mean"] = float(r.render().mean())
         r.close()
-    # Imported last: worker.simulation sets MUJOCO_GL when imported, which would show above.
-    from worker.sandbox.protocol import encode
-
-    os.write(args.frame_fd, encode({"type": "result", "payload": seen}))
-    os._exit(0)
+    send(args.channel(), {"type": "result", "payload": seen})
+    exit_now()
 
 
 if __name__ == "__main__":
