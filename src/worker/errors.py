@@ -1,9 +1,44 @@
-"""Typed errors that cross module boundaries. Each carries the sentence shown to the user.
+"""The two ways a job goes wrong, each typed, each carrying the sentence shown to the user.
 
-A user-caused failure is not an exception: it is a FAIL SimulationResult.
+- A **failure** is the design's fault (or the verdict): `Failure` (kind + reason), raised as
+  `Failed` wherever it is found and turned into a FAIL result in one place per side (the
+  pipeline for the sandboxed path, `physics.judge` for the physics). Never retried.
+- An **error** is not a FAIL: `InvalidRequest` (the request itself is malformed; never retried),
+  `InfrastructureError` (the worker cannot do the job now; retryable), `JobCancelled`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.models.simulation import FailureKind
+
+MAX_REASON_CHARS = 2000
+"""A reason is one sentence for a person; SimulationResult.reason has the same cap."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a run is a FAIL: the machine-readable kind and one human sentence."""
+
+    kind: FailureKind
+    reason: str
+
+
+class Failed(Exception):
+    """Raised with the Failure of the run; the caller's one mapping turns it into a FAIL."""
+
+    def __init__(self, kind: FailureKind, reason: str) -> None:
+        super().__init__(reason)
+        self.failure = Failure(kind, reason)
+
+    @property
+    def kind(self) -> FailureKind:
+        return self.failure.kind
+
+    @property
+    def reason(self) -> str:
+        return self.failure.reason
 
 
 class SimjailError(Exception):

@@ -4,6 +4,9 @@ geometry as a single `result` frame, or an `error` frame naming the user's mista
 Everything this process reports is untrusted: the agent's code ran here and can write to the
 frame pipe itself. The supervisor therefore accepts only geometry (validated) or a user-caused
 error kind from it; a forged frame can only hurt the forger.
+
+Every mistake is raised as `Failed` where it is found and sent as an error frame in one place,
+`main`.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import sys
 import traceback
 import types
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from worker.sandbox.child import exit_now, parse_args
-from worker.sandbox.child import send as _send
+from common.models.simulation import FailureKind
+from worker.errors import Failed
+from worker.sandbox.child import exit_now, parse_args, send
+from worker.sandbox.protocol import BuildJob, ErrorFrame, ResultFrame
+from worker.simulation.geometry import Geometry
 
 
 def _where(tb: types.TracebackType | None, filename: str) -> str:
@@ -27,105 +33,101 @@ def _where(tb: types.TracebackType | None, filename: str) -> str:
     return found
 
 
-def run(job: dict[str, Any], chan: BinaryIO, job_dir: Path) -> None:
-    kind = job["source_kind"]
-    filename = job["filename"]
-    code: str | None = job.get("code")
-    if code is not None:
-        try:
-            compiled = compile(code, filename, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError) as e:  # ValueError: NUL bytes in the source
-            if isinstance(e, SyntaxError):
-                # NUL bytes are a SyntaxError without a line (Python >= 3.12).
-                where = filename if e.lineno is None else f"{filename}, line {e.lineno}"
-                msg = f"SyntaxError: {e.msg} ({where})"
-            else:
-                msg = f"SyntaxError: {e}"
-            _send(chan, {"type": "error", "kind": "SYNTAX_ERROR", "message": msg})
-            return
-        module = types.ModuleType(kind)
-        module.__file__ = filename
-        ns = module.__dict__
-        try:
-            exec(compiled, ns)
-            build = ns.get("build")
-            if callable(build):
-                obj = build()
-            elif "result" in ns:
-                obj = ns["result"]
-            else:
-                _send(
-                    chan,
-                    {
-                        "type": "error",
-                        "kind": "NO_GEOMETRY",
-                        "message": f"{filename} defines neither build() nor a module-level result",
-                    },
-                )
-                return
-        except BaseException as e:  # the user's code may raise anything, SystemExit included
-            traceback.print_exc(file=sys.stderr)
-            last = traceback.format_exception_only(e)[-1].strip()
-            msg = f"{last}{_where(e.__traceback__, filename)}"
-            _send(chan, {"type": "error", "kind": "USER_CODE_ERROR", "message": msg[:3900]})
-            return
-        parts_meta = ns.get("PARTS", {})
-    else:
-        from build123d import import_step
+def run_code(code: str, filename: str, module_name: str) -> tuple[Any, Any]:
+    """Execute the source; return what it built and its PARTS metadata."""
+    try:
+        compiled = compile(code, filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as e:  # ValueError: NUL bytes in the source
+        if isinstance(e, SyntaxError):
+            # NUL bytes are a SyntaxError without a line (Python >= 3.12).
+            where = filename if e.lineno is None else f"{filename}, line {e.lineno}"
+            raise Failed(FailureKind.SYNTAX_ERROR, f"SyntaxError: {e.msg} ({where})") from None
+        raise Failed(FailureKind.SYNTAX_ERROR, f"SyntaxError: {e}") from None
+    module = types.ModuleType(module_name)
+    module.__file__ = filename
+    ns = module.__dict__
+    found = False
+    obj: Any = None
+    try:
+        exec(compiled, ns)
+        build = ns.get("build")
+        if callable(build):
+            obj, found = build(), True
+        elif "result" in ns:
+            obj, found = ns["result"], True
+    except BaseException as e:  # the user's code may raise anything, SystemExit included
+        traceback.print_exc(file=sys.stderr)
+        last = traceback.format_exception_only(e)[-1].strip()
+        raise Failed(
+            FailureKind.USER_CODE_ERROR, f"{last}{_where(e.__traceback__, filename)}"[:3900]
+        ) from None
+    if not found:
+        raise Failed(
+            FailureKind.NO_GEOMETRY, f"{filename} defines neither build() nor a module-level result"
+        )
+    return obj, ns.get("PARTS", {})
 
-        try:
-            obj = import_step(str(job_dir / job["step_file"]))
-        except Exception as e:
-            msg = f"the STEP file could not be read: {e}"
-            _send(chan, {"type": "error", "kind": "INVALID_GEOMETRY", "message": msg[:3900]})
-            return
-        parts_meta = {}
 
+def read_step(path: Path) -> Any:
+    from build123d import import_step
+
+    try:
+        return import_step(str(path))
+    except Exception as e:
+        raise Failed(
+            FailureKind.INVALID_GEOMETRY, f"the STEP file could not be read: {e}"[:3900]
+        ) from None
+
+
+def run(job: BuildJob, job_dir: Path) -> Geometry:
+    """The geometry of the job's source; raises Failed for every mistake of the source."""
     from pydantic import ValidationError
 
-    from worker.simulation.cad import GeometryLimit, NoGeometry, extract_geometry
+    from worker.simulation.cad import extract_geometry
 
+    if job.code is not None:
+        obj, parts_meta = run_code(job.code, job.filename, job.source_kind)
+    else:
+        assert job.step_file is not None
+        obj, parts_meta = read_step(job_dir / job.step_file), {}
     if not isinstance(parts_meta, dict):
-        _send(
-            chan,
-            {"type": "error", "kind": "INVALID_GEOMETRY", "message": "PARTS must be a dict"},
-        )
-        return
+        raise Failed(FailureKind.INVALID_GEOMETRY, "PARTS must be a dict")
     try:
-        geom = extract_geometry(
+        return extract_geometry(
             obj,
             parts_meta,
-            source=kind,
-            max_parts=job.get("max_parts"),
-            max_triangles=job.get("max_triangles"),
+            source=job.source_kind,
+            max_parts=job.max_parts,
+            max_triangles=job.max_triangles,
         )
-    except NoGeometry as e:
-        _send(chan, {"type": "error", "kind": "NO_GEOMETRY", "message": str(e)})
-        return
-    except GeometryLimit as e:
-        msg = f"The geometry was rejected: {e}."
-        _send(chan, {"type": "error", "kind": "GEOMETRY_LIMIT", "message": msg})
-        return
+    except Failed:
+        raise
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"])
-        msg = f"PARTS metadata is invalid at {where or 'top level'}: {err['msg']}"
-        _send(chan, {"type": "error", "kind": "INVALID_GEOMETRY", "message": msg[:3900]})
-        return
+        raise Failed(
+            FailureKind.INVALID_GEOMETRY,
+            f"PARTS metadata is invalid at {where or 'top level'}: {err['msg']}"[:3900],
+        ) from None
     except Exception as e:
         traceback.print_exc(file=sys.stderr)
-        msg = f"the built object could not be turned into parts: {type(e).__name__}: {e}"
-        _send(chan, {"type": "error", "kind": "INVALID_GEOMETRY", "message": msg[:3900]})
-        return
-    _send(chan, {"type": "result", "payload": geom.model_dump(mode="json")})
+        raise Failed(
+            FailureKind.INVALID_GEOMETRY,
+            f"the built object could not be turned into parts: {type(e).__name__}: {e}"[:3900],
+        ) from None
 
 
 def main() -> None:
     args = parse_args()  # --out is unused here: geometry goes on the frame pipe
-    job = args.job()
+    job = BuildJob.read(args.job_path)
     chan = args.channel()
     sys.setrecursionlimit(10_000)
-    run(job, chan, args.job_path.parent)
+    try:
+        geom = run(job, args.job_path.parent)
+    except Failed as f:
+        send(chan, ErrorFrame.of(f.failure))
+    else:
+        send(chan, ResultFrame(payload=geom.model_dump(mode="json")))
     chan.close()
     exit_now()
 

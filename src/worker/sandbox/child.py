@@ -9,14 +9,13 @@ memory.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import BinaryIO, NoReturn
 
-from worker.sandbox.protocol import encode
+from worker.sandbox.protocol import Frame, encode
 
 
 @dataclass(frozen=True)
@@ -26,12 +25,6 @@ class ChildArgs:
     frame_fd: int
     out: Path
     """The directory the child may write (/out in the physics jail, /tmp otherwise)."""
-
-    def job(self) -> dict[str, Any]:
-        with open(self.job_path, encoding="utf-8") as f:
-            data = json.load(f)
-        assert isinstance(data, dict)
-        return data
 
     def channel(self) -> BinaryIO:
         """The frame pipe as an unbuffered binary file, not inherited by exec'd programs."""
@@ -48,7 +41,7 @@ def parse_args() -> ChildArgs:
     return ChildArgs(a.job, a.frame_fd, a.out)
 
 
-def send(chan: BinaryIO, frame: dict[str, Any]) -> None:
+def send(chan: BinaryIO, frame: Frame) -> None:
     chan.write(encode(frame))
     chan.flush()
 

@@ -1,84 +1,55 @@
 """Runs inside the physics child (jail): trusted code on untrusted, already validated data.
 
-Reads geometry, objectives and options, runs the physics job, writes its files into the working
-directory and reports progress frames and one result frame:
-`{"status": "ok", "failure", "reason", "metrics", "files"}` or
-`{"status": "infra", "message"}` for faults that are not the design's (rendering unavailable).
+Reads its PhysicsJob, runs `physics.judge` (the one place that turns what the physics raises
+into an outcome), writes its files into the writable directory and reports progress frames and
+one result frame: a PhysicsPayload with status "ok" (a verdict) or "infra" (a fault that is not
+the design's, e.g. rendering unavailable).
 """
 
 from __future__ import annotations
 
-import sys
 import time
-import traceback
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from worker.sandbox.child import exit_now, parse_args
-from worker.sandbox.child import send as _send
+from worker.errors import InfrastructureError
+from worker.progress import Progress
+from worker.sandbox.child import ChildArgs, exit_now, parse_args, send
+from worker.sandbox.protocol import PhysicsJob, PhysicsPayload, ProgressFrame, ResultFrame
 
 
-def run(job: dict[str, Any], chan: BinaryIO, out_dir: Path) -> dict[str, Any]:
-    from common.models.simulation import Objectives, SimOptions
-    from worker.simulation.builder import ModelBuildError
-    from worker.simulation.geometry import Geometry
-    from worker.simulation.loop import Progress, SimulationTimeout
-    from worker.simulation.physics import run_physics
-    from worker.simulation.render import RenderError
-
-    geom = Geometry.model_validate(job["geometry"])
-    objectives = Objectives.model_validate(job["objectives"])
-    options = SimOptions.model_validate(job["options"])
-    deadline = time.monotonic() + float(job["wall_s"])
+def run(job: PhysicsJob, chan: BinaryIO, args: ChildArgs) -> PhysicsPayload:
+    from worker.simulation.physics import judge
 
     def progress(p: Progress) -> None:
-        _send(
-            chan,
-            {
-                "type": "progress",
-                "phase": p.phase,
-                "sim_time_s": p.sim_time_s,
-                "fraction": p.fraction,
-            },
-        )
+        send(chan, ProgressFrame(type="progress", phase=p.phase, sim_time_s=p.sim_time_s,
+                                 fraction=p.fraction))  # fmt: skip
 
     try:
-        o = run_physics(
-            geom, objectives, options, out_dir, on_progress=progress, wall_deadline=deadline
+        o = judge(
+            job.geometry,
+            job.objectives,
+            job.options,
+            args.out,
+            on_progress=progress,
+            wall_deadline=time.monotonic() + job.wall_s,
         )
-    except ModelBuildError as e:
-        return {"status": "ok", "failure": "INVALID_GEOMETRY", "reason": str(e), "metrics": {}}
-    except SimulationTimeout as e:
-        return {"status": "ok", "failure": "TIMEOUT", "reason": f"Timeout: {e}.", "metrics": {}}
-    except RenderError as e:
-        return {"status": "infra", "message": str(e)}
-    except ValueError as e:  # controls that name no actuator of this design
-        return {"status": "ok", "failure": "INVALID_GEOMETRY", "reason": str(e), "metrics": {}}
-    return {
-        "status": "ok",
-        "failure": o.failure.value if o.failure else None,
-        "reason": o.reason,
-        "metrics": o.metrics,
-        "files": o.files,
-    }
+    except InfrastructureError as e:
+        return PhysicsPayload(status="infra", message=e.message[:4000])
+    return PhysicsPayload(
+        status="ok",
+        failure=o.failure.kind if o.failure else None,
+        reason=o.reason[:4000],
+        metrics=o.metrics,
+        files=o.files,
+    )
 
 
 def main() -> None:
     args = parse_args()  # --out: the directory the video and model go to
-    job = args.job()
+    job = PhysicsJob.read(args.job_path)
     chan = args.channel()
-    try:
-        payload = run(job, chan, args.out)
-    except Exception as e:
-        traceback.print_exc(file=sys.stderr)
-        # Our code failed on this input: retrying cannot help, so it is a FAIL, not a fault.
-        payload = {
-            "status": "ok",
-            "failure": "CRASHED",
-            "reason": f"The physics step failed: {type(e).__name__}: {str(e)[:500]}",
-            "metrics": {},
-        }
-    _send(chan, {"type": "result", "payload": payload})
+    payload = run(job, chan, args)
+    send(chan, ResultFrame(payload=payload.model_dump(mode="json")))
     chan.close()
     exit_now()
 

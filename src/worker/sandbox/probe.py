@@ -4,7 +4,6 @@ so a machine where rendering cannot work refuses to serve instead of failing eve
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from worker.errors import InfrastructureError
 from worker.sandbox.launcher import Launcher, LaunchSpec
+from worker.sandbox.protocol import ProbeJob
 from worker.sandbox.supervisor import LaunchError, classify, run_child
 
 JAIL_UID = 65534
@@ -31,7 +31,7 @@ def probe(launcher: Launcher, jail: str) -> dict[str, Any]:
         job.mkdir()
         job.chmod(0o755)
         render = jail == "physics"
-        (job / "job.json").write_text(json.dumps({"render": render}))
+        ProbeJob(render=render).write(job / "job.json")
         out = root / f"{jail}-out"
         out.mkdir()
         spec = LaunchSpec(
@@ -53,7 +53,7 @@ def probe(launcher: Launcher, jail: str) -> dict[str, Any]:
         seen = dict(res.result.payload) if res.result else {}
         problem = None
         if failed is not None:
-            problem = failed[1]
+            problem = failed.reason
         elif launcher.name == "nsjail" and seen.get("uid") != JAIL_UID:
             problem = f"the jail runs as uid {seen.get('uid')}, not {JAIL_UID}"
         elif render and "rendered_mean" not in seen:

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 from worker.sandbox.child import exit_now, parse_args, send
+from worker.sandbox.protocol import ProbeJob, ResultFrame
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
         ),
         "out_writable": os.access(args.out, os.W_OK),
     }
-    if args.job().get("render"):
+    if ProbeJob.read(args.job_path).render:
         import mujoco
 
         m = mujoco.MjModel.from_xml_string(
@@ -38,7 +39,7 @@ def main() -> None:
         r.update_scene(d)
         seen["rendered_mean"] = float(r.render().mean())
         r.close()
-    send(args.channel(), {"type": "result", "payload": seen})
+    send(args.channel(), ResultFrame(payload=seen))
     exit_now()
 
 

@@ -9,7 +9,9 @@ Frame types (the `type` key):
   `error` (kind, message: user-code errors the build child observed).
 
 Result payloads are validated here too (`build_result`, `physics_result`), so no other module
-interprets what a child sent.
+interprets what a child sent. The other direction, what the supervisor hands a child, is here too:
+`BuildJob` and `PhysicsJob`, written to the job's read-only `job.json` by the supervisor and read
+back by the child with the same models.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import json
 import math
 import re
 import struct
-from typing import Any, Literal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.models.simulation import FailureKind
+from common.models.simulation import FailureKind, Objectives, SimOptions
+from worker.errors import Failure
 from worker.simulation.geometry import Geometry
 
 HEADER = struct.Struct(">I")
@@ -46,24 +51,43 @@ class ProgressFrame(_Frame):
     fraction: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
+BUILD_ERROR_KINDS = (
+    "SYNTAX_ERROR",
+    "USER_CODE_ERROR",
+    "NO_GEOMETRY",
+    "INVALID_GEOMETRY",
+    "GEOMETRY_LIMIT",
+)
+"""The only failures a build child may report itself: mistakes of the code it ran."""
+
+
 class ErrorFrame(_Frame):
-    type: Literal["error"]
+    type: Literal["error"] = "error"
     kind: Literal[
         "SYNTAX_ERROR", "USER_CODE_ERROR", "NO_GEOMETRY", "INVALID_GEOMETRY", "GEOMETRY_LIMIT"
     ]
     message: str = Field(max_length=4000)
 
+    @classmethod
+    def of(cls, failure: Failure) -> ErrorFrame:
+        """The frame a build child sends for `failure`. A kind a build may not report (raised
+        by code the design planted in our path) is reported as the design's own error."""
+        kind = failure.kind.value if failure.kind.value in BUILD_ERROR_KINDS else "USER_CODE_ERROR"
+        return cls.model_validate({"kind": kind, "message": failure.reason[:3900]})
+
 
 class ResultFrame(_Frame):
-    type: Literal["result"]
+    type: Literal["result"] = "result"
     payload: dict[str, Any]
 
 
 Frame = ProgressFrame | ErrorFrame | ResultFrame
 
 
-def encode(frame: dict[str, Any]) -> bytes:
-    body = json.dumps(frame, separators=(",", ":"), allow_nan=False).encode("utf-8")
+def encode(frame: Frame | Mapping[str, Any]) -> bytes:
+    """One frame on the wire. Children pass models; tests may pass raw mappings."""
+    obj = frame.model_dump(mode="json") if isinstance(frame, BaseModel) else dict(frame)
+    body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
     if len(body) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
     return HEADER.pack(len(body)) + body
@@ -159,6 +183,45 @@ class FrameReader:
         return len(self._buf)
 
 
+# --- Jobs: supervisor → child (job.json) -------------------------------------------------------
+
+
+class _Job(_Frame):
+    def write(self, path: Path) -> None:
+        path.write_text(self.model_dump_json())
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        return cls.model_validate_json(path.read_bytes())
+
+
+class BuildJob(_Job):
+    """One source for a build child: inline code, or a STEP file next to job.json."""
+
+    source_kind: Literal["design", "environment"]
+    filename: str = Field(max_length=64)
+    """What the source is called in the user's messages (design.py, environment.step)."""
+    code: str | None = None
+    step_file: str | None = Field(default=None, max_length=64)
+    max_parts: int
+    """The child stops extracting once a cap is exceeded (the supervisor checks the merged
+    geometry again): thousands of parts are GEOMETRY_LIMIT, not a CPU limit."""
+    max_triangles: int
+
+
+class PhysicsJob(_Job):
+    geometry: Geometry
+    objectives: Objectives
+    options: SimOptions
+    wall_s: float
+    """The child stops itself this long after it starts, a little before the supervisor would
+    kill it, so a slow run still reports what it measured."""
+
+
+class ProbeJob(_Job):
+    render: bool
+
+
 # --- Result payloads --------------------------------------------------------------------------
 
 
@@ -178,6 +241,13 @@ def _first_error(e: ValidationError) -> str:
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"]) or "payload"
     return f"{loc}: {err['msg']}"
+
+
+def build_failure(frame: ErrorFrame, kind: str) -> Failure:
+    """The failure a build child reported. Which source failed is the supervisor's knowledge
+    (`kind`), never the frame's."""
+    where = "" if kind == "design" else "Environment: "
+    return Failure(FailureKind(frame.kind), where + frame.message)
 
 
 def build_result(frame: ResultFrame, kind: str) -> Geometry:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from common.models.simulation import FailureKind
+from worker.errors import Failure
 from worker.sandbox.launcher import JailReport, Launcher, LaunchSpec, Prepared
 from worker.sandbox.protocol import (
     ErrorFrame,
@@ -297,46 +298,49 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def classify(out: ChildOutcome) -> tuple[FailureKind, str] | None:
+def classify(out: ChildOutcome) -> Failure | None:
     """The failure of a child that did not end cleanly with a result, or None if it did.
     Derived from the supervisor's own flags and the launcher's report, never from what the
     child printed."""
     n = out.name
     r = out.report
+
     if out.timed_out or r.timed_out:
-        return FailureKind.TIMEOUT, f"The {n} step did not finish within its time limit."
+        return Failure(FailureKind.TIMEOUT, f"The {n} step did not finish within its time limit.")
     if out.output_exceeded:
-        return (
+        return Failure(
             FailureKind.OUTPUT_LIMIT,
             f"The {n} step wrote more than the allowed amount to {out.output_exceeded}.",
         )
     if out.protocol_error:
-        return (
+        return Failure(
             FailureKind.PROTOCOL_VIOLATION,
             f"The {n} step broke the result protocol: {out.protocol_error}.",
         )
     if r.memory_exceeded:
-        return FailureKind.MEMORY_LIMIT, f"The {n} step ran out of its memory limit."
+        return Failure(FailureKind.MEMORY_LIMIT, f"The {n} step ran out of its memory limit.")
     if r.seccomp_killed:
-        return (
+        return Failure(
             FailureKind.SANDBOX_VIOLATION,
             f"The {n} step made a forbidden system call and was killed.",
         )
     if r.cpu_exceeded:
-        return FailureKind.CPU_LIMIT, f"The {n} step used up its CPU time limit."
+        return Failure(FailureKind.CPU_LIMIT, f"The {n} step used up its CPU time limit.")
     if r.signal is not None:
         if r.signal == signal.SIGXFSZ:
-            return FailureKind.OUTPUT_LIMIT, f"The {n} step wrote a file over the size limit."
+            return Failure(
+                FailureKind.OUTPUT_LIMIT, f"The {n} step wrote a file over the size limit."
+            )
         try:
             name = signal.Signals(r.signal).name
         except ValueError:  # real-time signals (SIGRTMIN+n) have no Signals member
             name = f"signal {r.signal}"
-        return FailureKind.CRASHED, f"The {n} step was killed by {name}."
+        return Failure(FailureKind.CRASHED, f"The {n} step was killed by {name}.")
     if r.exit_code != 0:
-        return (
+        return Failure(
             FailureKind.CRASHED,
             f"The {n} step exited with status {r.exit_code} before finishing.",
         )
     if out.result is None and out.error is None:
-        return FailureKind.NO_RESULT, f"The {n} step exited without a result."
+        return Failure(FailureKind.NO_RESULT, f"The {n} step exited without a result.")
     return None

@@ -16,7 +16,8 @@ import mujoco
 import numpy as np
 from numpy.typing import NDArray
 
-from common.models.simulation import Objectives, SimOptions, Zone
+from common.models.simulation import FailureKind, Objectives, SimOptions, Zone
+from worker.errors import Failed
 from worker.simulation.geometry import Geometry, Part
 
 MM = 1e-3
@@ -31,8 +32,9 @@ ZONE_GROUP = 2
 nothing ever collides with them; the verdict measures distances to them instead."""
 
 
-class ModelBuildError(ValueError):
-    """MuJoCo refused the model (e.g. a mesh with no volume). Maps to INVALID_GEOMETRY."""
+def _refused(why: str) -> Failed:
+    """MuJoCo refused the model (e.g. a mesh with no volume)."""
+    return Failed(FailureKind.INVALID_GEOMETRY, why)
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,37 @@ def _unit(v: tuple[float, float, float]) -> list[float]:
 
 
 def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> Scene:
+    """The MuJoCo scene of `geom`: solver options, the look of the world, one body per part
+    (parents first), the zones, the actuators; compiled. Raises Failed (INVALID_GEOMETRY) when
+    MuJoCo refuses it."""
     spec = mujoco.MjSpec()
+    _set_options(spec, options)
+    _add_world(spec, floor=objectives.floor)
+    solid_mm = _add_parts(spec, geom)
+    for z in objectives.zones:
+        _add_zone(spec.worldbody, z)
+    _add_actuators(spec, geom)
+    try:
+        model = spec.compile()
+    except Exception as e:  # mujoco raises ValueError with the compiler's message
+        raise _refused(f"MuJoCo could not compile the scene: {e}") from None
+    center, radius = _extent(solid_mm, objectives)
+    return Scene(
+        model=model,
+        spec=spec,
+        parts=_part_infos(model, geom),
+        zone_geoms={
+            z.name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"zone:{z.name}")
+            for z in objectives.zones
+        },
+        actuators=_actuator_infos(model, geom),
+        extent_center_m=center,
+        extent_radius_m=radius,
+        solid_mm=solid_mm,
+    )
+
+
+def _set_options(spec: mujoco.MjSpec, options: SimOptions) -> None:
     spec.modelname = "simjail"
     spec.compiler.degree = False  # every angle we hand MuJoCo is in radians
     spec.option.timestep = options.timestep_s
@@ -91,6 +123,9 @@ def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> 
     spec.visual.global_.offheight = options.height
     spec.stat.meansize = 0.05
 
+
+def _add_world(spec: mujoco.MjSpec, *, floor: bool) -> None:
+    """Lights, sky and (with `floor`) the ground plane at z = 0."""
     world = spec.worldbody
     # One light overhead that casts the shadows, one fill light from the camera side.
     world.add_light(
@@ -113,7 +148,7 @@ def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> 
         width=64,
         height=64,
     )
-    if objectives.floor:
+    if floor:
         spec.add_texture(
             name="grid",
             type=mujoco.mjtTexture.mjTEXTURE_2D,
@@ -135,71 +170,69 @@ def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> 
             friction=[DEFAULT_FRICTION, 0.005, 0.0001],
         )
 
+
+def _add_parts(spec: mujoco.MjSpec, geom: Geometry) -> dict[str, list[NDArray[np.float64]]]:
+    """One body per part, parents first: a child body's position is relative to its parent's
+    frame, and every frame here has world orientation at t=0, so relative = difference of
+    centres of mass. Returns each part's solids' world-mm vertices at t=0."""
     by_label = {p.label: p for p in geom.parts}
-    bodies: dict[str, mujoco.MjsBody] = {}
+    bodies: dict[str, mujoco.MjsBody] = {"world": spec.worldbody}
     solid_mm: dict[str, list[NDArray[np.float64]]] = {}
-
-    def parent_of(p: Part) -> str:
-        j = p.meta.joint
-        return j.parent if j is not None else "world"
-
-    # Create bodies parents-first: a child body's position is relative to its parent's frame, and
-    # every frame here has world orientation at t=0, so relative = difference of centres of mass.
     pending = list(geom.parts)
     while pending:
-        progressed = False
-        for p in list(pending):
-            par = parent_of(p)
-            if par != "world" and par not in bodies:
-                continue
-            parent_body = world if par == "world" else bodies[par]
-            parent_com = np.zeros(3) if par == "world" else np.array(by_label[par].com_mm) * MM
-            com = np.array(p.com_mm) * MM
-            body = parent_body.add_body(name=p.label, pos=(com - parent_com).tolist())
-            body.explicitinertial = True
-            body.mass = p.mass_kg
-            body.ipos = [0.0, 0.0, 0.0]
-            # mm⁵ × kg/m³ → kg·mm² (×1e-9) → kg·m² (×1e-6)
-            k = p.density * 1e-15
-            ixx, iyy, izz, ixy, ixz, iyz = (c * k for c in p.inertia_mm5)
-            body.fullinertia = [ixx, iyy, izz, ixy, ixz, iyz]
-            _add_joint(body, p)
-            if par != "world":
+        ready = [p for p in pending if (p.meta.joint.parent if p.meta.joint else "world") in bodies]
+        if not ready:  # validate_geometry rules this out; kept as a guard
+            raise _refused("joint parents form a cycle")
+        for p in ready:
+            parent = p.meta.joint.parent if p.meta.joint else "world"
+            origin = np.zeros(3) if parent == "world" else np.array(by_label[parent].com_mm) * MM
+            bodies[p.label], solid_mm[p.label] = _add_body(spec, bodies[parent], origin, p)
+            if parent != "world":
                 # A part never collides with its joint parent (an axle in its bearing). MuJoCo
                 # filters parent-child contacts itself, but not when the parent is welded to the
                 # world (a fixed part), so exclude the pair explicitly.
-                spec.add_exclude(bodyname1=par, bodyname2=p.label)
-            solid_mm[p.label] = []
-            for si, m in enumerate(p.solids):
-                v, t = m.arrays()
-                solid_mm[p.label].append(v)
-                mesh_name = f"{p.label}__mesh{si}"
-                spec.add_mesh(
-                    name=mesh_name,
-                    uservert=((v * MM) - com).ravel().tolist(),
-                    userface=t.ravel().tolist(),
-                )
-                body.add_geom(
-                    name=f"{p.label}__solid{si}",
-                    type=mujoco.mjtGeom.mjGEOM_MESH,
-                    meshname=mesh_name,
-                    rgba=list(p.color or (0.7, 0.7, 0.7, 1.0)),
-                    friction=[p.meta.friction or DEFAULT_FRICTION, 0.005, 0.0001],
-                    # MuJoCo takes the larger friction of two touching geoms unless one has
-                    # priority: a part's own friction wins over the default surfaces.
-                    priority=1 if p.meta.friction is not None else 0,
-                    # Geometry never contributes mass: the body's inertial is the CAD solid's.
-                    mass=0.0,
-                )
-            bodies[p.label] = body
+                spec.add_exclude(bodyname1=parent, bodyname2=p.label)
             pending.remove(p)
-            progressed = True
-        if not progressed:  # validate_geometry rules this out; kept as a guard
-            raise ModelBuildError("joint parents form a cycle")
+    return solid_mm
 
-    for z in objectives.zones:
-        _add_zone(world, z)
 
+def _add_body(
+    spec: mujoco.MjSpec, parent: mujoco.MjsBody, parent_com_m: NDArray[np.float64], p: Part
+) -> tuple[mujoco.MjsBody, list[NDArray[np.float64]]]:
+    """The part's body at its centre of mass, with the CAD solid's mass and inertia, its joint,
+    and one mesh geom per solid (which never contributes mass)."""
+    com = np.array(p.com_mm) * MM
+    body = parent.add_body(name=p.label, pos=(com - parent_com_m).tolist())
+    body.explicitinertial = True
+    body.mass = p.mass_kg
+    body.ipos = [0.0, 0.0, 0.0]
+    # mm⁵ × kg/m³ → kg·mm² (×1e-9) → kg·m² (×1e-6)
+    k = p.density * 1e-15
+    body.fullinertia = [c * k for c in p.inertia_mm5]
+    _add_joint(body, p)
+    vertices = []
+    for si, m in enumerate(p.solids):
+        v, t = m.arrays()
+        vertices.append(v)
+        mesh_name = f"{p.label}__mesh{si}"
+        spec.add_mesh(
+            name=mesh_name, uservert=((v * MM) - com).ravel().tolist(), userface=t.ravel().tolist()
+        )
+        body.add_geom(
+            name=f"{p.label}__solid{si}",
+            type=mujoco.mjtGeom.mjGEOM_MESH,
+            meshname=mesh_name,
+            rgba=list(p.color or (0.7, 0.7, 0.7, 1.0)),
+            friction=[p.meta.friction or DEFAULT_FRICTION, 0.005, 0.0001],
+            # MuJoCo takes the larger friction of two touching geoms unless one has priority: a
+            # part's own friction wins over the default surfaces.
+            priority=1 if p.meta.friction is not None else 0,
+            mass=0.0,
+        )
+    return body, vertices
+
+
+def _add_actuators(spec: mujoco.MjSpec, geom: Geometry) -> None:
     for p in geom.parts:
         a = p.meta.joint.actuator if p.meta.joint else None
         if a is None:
@@ -220,11 +253,9 @@ def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> 
         act.forcelimited = 1
         act.forcerange = [-a.force_limit, a.force_limit]
 
-    try:
-        model = spec.compile()
-    except Exception as e:  # mujoco raises ValueError with the compiler's message
-        raise ModelBuildError(f"MuJoCo could not compile the scene: {e}") from None
 
+def _part_infos(model: mujoco.MjModel, geom: Geometry) -> dict[str, PartInfo]:
+    by_label = {p.label: p for p in geom.parts}
     parts: dict[str, PartInfo] = {}
     for p in geom.parts:
         bid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, p.label)
@@ -245,11 +276,11 @@ def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> 
             initial_com_mm=p.com_mm,
             free=p.meta.joint is None and not p.meta.fixed,
         )
-    zone_geoms = {
-        z.name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"zone:{z.name}")
-        for z in objectives.zones
-    }
-    actuators = {
+    return parts
+
+
+def _actuator_infos(model: mujoco.MjModel, geom: Geometry) -> dict[str, ActuatorInfo]:
+    return {
         p.label: ActuatorInfo(
             name=p.label,
             actuator_id=mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, p.label),
@@ -260,17 +291,6 @@ def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> 
         for p in geom.parts
         if p.meta.joint is not None and p.meta.joint.actuator is not None
     }
-    center, radius = _extent(solid_mm, objectives)
-    return Scene(
-        model=model,
-        spec=spec,
-        parts=parts,
-        zone_geoms=zone_geoms,
-        actuators=actuators,
-        extent_center_m=center,
-        extent_radius_m=radius,
-        solid_mm=solid_mm,
-    )
 
 
 def _add_joint(body: mujoco.MjsBody, p: Part) -> None:

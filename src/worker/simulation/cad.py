@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from common.models.simulation import FailureKind
+from worker.errors import Failed
 from worker.simulation.geometry import MAX_SOLIDS_PER_PART, Geometry, Mesh, Part, PartMeta
 
 PALETTE = [
@@ -28,12 +30,12 @@ PALETTE = [
 ]
 
 
-class NoGeometry(ValueError):
-    """The built object holds no solid to simulate."""
+def _no_geometry(reason: str) -> Failed:
+    return Failed(FailureKind.NO_GEOMETRY, reason)
 
 
-class GeometryLimit(ValueError):
-    """The built object has more parts or triangles than the worker accepts."""
+def _over_cap(what: str) -> Failed:
+    return Failed(FailureKind.GEOMETRY_LIMIT, f"The geometry was rejected: {what}.")
 
 
 def _flatten(obj: Any) -> list[Any]:
@@ -50,7 +52,7 @@ def _flatten(obj: Any) -> list[Any]:
         inner = getattr(type(obj), attr, None)
         if inner is not None:
             return _flatten(getattr(obj, attr))
-    raise NoGeometry(f"build() returned a {type(obj).__name__}, not a build123d shape")
+    raise _no_geometry(f"build() returned a {type(obj).__name__}, not a build123d shape")
 
 
 def _material(shape: Any) -> tuple[str | None, float | None]:
@@ -81,9 +83,10 @@ def extract_geometry(
 ) -> Geometry:
     """Turn what build() returned into Geometry. `meta` is the design's `PARTS` dict
     (label → PartMeta fields); it is validated here, and names of parts that do not exist are
-    an error, so a typo does not silently leave a part free.
+    an error, so a typo does not silently leave a part free. Raises Failed for what the
+    design got wrong.
 
-    `max_parts` and `max_triangles` are the worker's caps: GeometryLimit is raised as soon as
+    `max_parts` and `max_triangles` are the worker's caps: GEOMETRY_LIMIT is raised as soon as
     one is exceeded, before the expensive work (tessellation, mass properties) on parts that
     would be refused anyway. Thousands of parts otherwise end as a CPU or time limit."""
     from build123d import CenterOf, Shape
@@ -97,7 +100,7 @@ def extract_geometry(
         for leaf in leaves:
             n += bool(leaf.solids())
             if n > max_parts:
-                raise GeometryLimit(f"build() returned more than {max_parts} parts, the cap")
+                raise _over_cap(f"build() returned more than {max_parts} parts, the cap")
     triangles = 0
     parts: list[Part] = []
     prefix = "part" if source == "design" else "env"
@@ -110,7 +113,10 @@ def extract_geometry(
         if not solids:
             continue  # faces, wires and sketches carry no mass; they are not parts
         if len(solids) > MAX_SOLIDS_PER_PART:
-            raise ValueError(f"a part has {len(solids)} solids (cap {MAX_SOLIDS_PER_PART})")
+            raise Failed(
+                FailureKind.INVALID_GEOMETRY,
+                f"a part has {len(solids)} solids (cap {MAX_SOLIDS_PER_PART})",
+            )
         label = leaf.label or f"{prefix}_{i}"
         meshes = []
         for s in solids:
@@ -122,9 +128,7 @@ def extract_geometry(
             meshes.append(Mesh.from_arrays(v, t))
             triangles += len(t)
             if max_triangles is not None and triangles > max_triangles:
-                raise GeometryLimit(
-                    f"build() returned more than {max_triangles} triangles, the cap"
-                )
+                raise _over_cap(f"build() returned more than {max_triangles} triangles, the cap")
         com = placed.center(CenterOf.MASS)
         moi = np.array(placed.matrix_of_inertia, dtype=np.float64)
         color = None
@@ -155,7 +159,10 @@ def extract_geometry(
             )
         )
     if meta:
-        raise ValueError(f"PARTS names parts that build() did not return: {sorted(meta)}")
+        raise Failed(
+            FailureKind.INVALID_GEOMETRY,
+            f"PARTS names parts that build() did not return: {sorted(meta)}",
+        )
     if not parts:
-        raise NoGeometry("build() returned no solid")
+        raise _no_geometry("build() returned no solid")
     return Geometry(parts=parts)

@@ -15,7 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
-from common.models.simulation import Name, StrictModel, Vec3
+from common.models.simulation import FailureKind, Name, StrictModel, Vec3
+from worker.errors import Failed
 
 DEFAULT_DENSITY = 1000.0
 """kg/m³ when neither the part's metadata nor its build123d `material` gives one (water, ~PLA)."""
@@ -156,13 +157,13 @@ class Geometry(StrictModel):
     parts: list[Part] = Field(max_length=10 * MAX_PARTS)
 
 
-class GeometryError(ValueError):
-    """Geometry that must not reach the physics. `kind` is INVALID_GEOMETRY or GEOMETRY_LIMIT."""
+def _rejected(kind: FailureKind, what: str) -> Failed:
+    """Geometry that must not reach the physics (INVALID_GEOMETRY or GEOMETRY_LIMIT)."""
+    return Failed(kind, f"The geometry was rejected: {what}.")
 
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
+
+def _invalid(what: str) -> Failed:
+    return _rejected(FailureKind.INVALID_GEOMETRY, what)
 
 
 def merge(design: Geometry, environment: Geometry | None) -> Geometry:
@@ -173,27 +174,28 @@ def merge(design: Geometry, environment: Geometry | None) -> Geometry:
 def validate_geometry(
     geom: Geometry, *, max_parts: int = MAX_PARTS, max_triangles: int = MAX_TRIANGLES
 ) -> None:
-    """Raise GeometryError unless every part is finite, bounded, non-degenerate and uniquely
-    labelled, joints name existing parents without cycles, and the caps hold."""
+    """Raise Failed (INVALID_GEOMETRY or GEOMETRY_LIMIT) unless every part is finite, bounded,
+    non-degenerate and uniquely labelled, joints name existing parents without cycles, and the
+    caps hold."""
     if len(geom.parts) > max_parts:
-        raise GeometryError(
-            "GEOMETRY_LIMIT", f"{len(geom.parts)} parts exceed the cap of {max_parts}"
+        raise _rejected(
+            FailureKind.GEOMETRY_LIMIT, f"{len(geom.parts)} parts exceed the cap of {max_parts}"
         )
     total = sum(m.triangle_count for p in geom.parts for m in p.solids)
     if total > max_triangles:
-        raise GeometryError(
-            "GEOMETRY_LIMIT", f"{total} triangles exceed the cap of {max_triangles}"
+        raise _rejected(
+            FailureKind.GEOMETRY_LIMIT, f"{total} triangles exceed the cap of {max_triangles}"
         )
     labels = [p.label for p in geom.parts]
     dup = sorted({n for n in labels if labels.count(n) > 1})
     if dup:
-        raise GeometryError("INVALID_GEOMETRY", f"duplicate part labels {dup}")
+        raise _invalid(f"duplicate part labels {dup}")
     by_label = {p.label: p for p in geom.parts}
     for p in geom.parts:
         if not all(abs(c) < MAX_COORD_MM for c in p.com_mm):
-            raise GeometryError("INVALID_GEOMETRY", f"part {p.label!r} lies further than 1 km out")
+            raise _invalid(f"part {p.label!r} lies further than 1 km out")
         if p.volume_mm3 < 1e-3:
-            raise GeometryError("INVALID_GEOMETRY", f"part {p.label!r} has no volume")
+            raise _invalid(f"part {p.label!r} has no volume")
         ixx, iyy, izz = p.inertia_mm5[:3]
         if (
             min(ixx, iyy, izz) <= 0
@@ -201,7 +203,7 @@ def validate_geometry(
             or ixx + izz < iyy * (1 - 1e-6)
             or iyy + izz < ixx * (1 - 1e-6)
         ):
-            raise GeometryError("INVALID_GEOMETRY", f"part {p.label!r} has an impossible inertia")
+            raise _invalid(f"part {p.label!r} has an impossible inertia")
         lo = np.full(3, np.inf)
         hi = np.full(3, -np.inf)
         mesh_volume, mesh_moment = 0.0, np.zeros(3)
@@ -209,20 +211,16 @@ def validate_geometry(
             try:
                 v, t = m.arrays()
             except ValueError as e:
-                raise GeometryError("INVALID_GEOMETRY", f"part {p.label!r}: {e}") from None
+                raise _invalid(f"part {p.label!r}: {e}") from None
             if len(v) < 4 or len(t) < 4:
-                raise GeometryError("INVALID_GEOMETRY", f"part {p.label!r} has a degenerate solid")
+                raise _invalid(f"part {p.label!r} has a degenerate solid")
             if not np.isfinite(v).all() or np.abs(v).max() >= MAX_COORD_MM:
-                raise GeometryError(
-                    "INVALID_GEOMETRY", f"part {p.label!r} has non-finite or enormous coordinates"
-                )
+                raise _invalid(f"part {p.label!r} has non-finite or enormous coordinates")
             if t.min() < 0 or t.max() >= len(v):
-                raise GeometryError(
-                    "INVALID_GEOMETRY", f"part {p.label!r} has bad triangle indices"
-                )
+                raise _invalid(f"part {p.label!r} has bad triangle indices")
             extent = v.max(axis=0) - v.min(axis=0)
             if np.sort(extent)[0] < 1e-3:
-                raise GeometryError("INVALID_GEOMETRY", f"part {p.label!r} has a flat solid")
+                raise _invalid(f"part {p.label!r} has a flat solid")
             lo, hi = np.minimum(lo, v.min(axis=0)), np.maximum(hi, v.max(axis=0))
             vol, moment = _enclosed(v, t)
             mesh_volume += vol
@@ -232,17 +230,14 @@ def validate_geometry(
         j = p.meta.joint
         if j is not None and j.parent != "world":
             if j.parent not in by_label:
-                raise GeometryError(
-                    "INVALID_GEOMETRY", f"part {p.label!r} is jointed to unknown part {j.parent!r}"
-                )
+                raise _invalid(f"part {p.label!r} is jointed to unknown part {j.parent!r}")
             if j.parent == p.label:
-                raise GeometryError("INVALID_GEOMETRY", f"part {p.label!r} is jointed to itself")
+                raise _invalid(f"part {p.label!r} is jointed to itself")
             parent = by_label[j.parent]
             # The design may mount itself on the task's fixed fixtures, but never grab a movable
             # environment part (the target, say) at t=0; the environment never joints to design.
             if p.source != parent.source and (p.source == "environment" or not parent.meta.fixed):
-                raise GeometryError(
-                    "INVALID_GEOMETRY",
+                raise _invalid(
                     f"{p.source} part {p.label!r} may not be jointed to {parent.source} part "
                     f"{j.parent!r}" + ("" if p.source == "environment" else " (it is not fixed)"),
                 )
@@ -253,9 +248,7 @@ def validate_geometry(
         while cur.meta.joint is not None and cur.meta.joint.parent != "world":
             cur = by_label[cur.meta.joint.parent]
             if cur.label in seen:
-                raise GeometryError(
-                    "INVALID_GEOMETRY", f"joints form a cycle through {sorted(seen)}"
-                )
+                raise _invalid(f"joints form a cycle through {sorted(seen)}")
             seen.add(cur.label)
 
 
@@ -281,15 +274,13 @@ def _check_against_mesh(p: Part, volume: float, moment: NDArray[np.float64], dia
     accuracy): they are what the verdict follows, and the process that computed them ran the
     agent's code."""
     if volume <= 0 or abs(p.volume_mm3 - volume) > VOLUME_TOLERANCE * volume + 1.0:
-        raise GeometryError(
-            "INVALID_GEOMETRY",
+        raise _invalid(
             f"part {p.label!r} claims a volume of {p.volume_mm3:.6g} mm³ but its solids enclose "
             f"{volume:.6g} mm³",
         )
     centroid = moment / volume
     if float(np.linalg.norm(np.array(p.com_mm) - centroid)) > COM_TOLERANCE * diag + 0.1:
-        raise GeometryError(
-            "INVALID_GEOMETRY",
+        raise _invalid(
             f"part {p.label!r} claims a centre of mass away from the centre of its solids",
         )
 
@@ -302,16 +293,10 @@ def _check_mass_properties(p: Part, lo: NDArray[np.float64], hi: NDArray[np.floa
     margin = 0.01 * float(np.linalg.norm(hi - lo)) + 0.1
     lo, hi = lo - margin, hi + margin
     if not all(lo[i] <= p.com_mm[i] <= hi[i] for i in range(3)):
-        raise GeometryError(
-            "INVALID_GEOMETRY", f"part {p.label!r} claims a centre of mass outside its solids"
-        )
+        raise _invalid(f"part {p.label!r} claims a centre of mass outside its solids")
     extent = hi - lo
     if p.volume_mm3 > float(np.prod(extent)):
-        raise GeometryError(
-            "INVALID_GEOMETRY", f"part {p.label!r} claims more volume than its solids can hold"
-        )
+        raise _invalid(f"part {p.label!r} claims more volume than its solids can hold")
     # About the centre of mass, every point of the body is within the box's diagonal.
     if max(p.inertia_mm5[:3]) > p.volume_mm3 * float(extent @ extent):
-        raise GeometryError(
-            "INVALID_GEOMETRY", f"part {p.label!r} claims an inertia its solids cannot have"
-        )
+        raise _invalid(f"part {p.label!r} claims an inertia its solids cannot have")

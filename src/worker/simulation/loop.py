@@ -15,29 +15,25 @@ import mujoco
 import numpy as np
 
 from common.models.simulation import Control, FailureKind, Objectives, SimOptions
+from worker.errors import Failed, Failure
+from worker.progress import Progress, ProgressFn
 from worker.simulation.builder import MM, Scene
 from worker.simulation.objectives import Decision, Verdict
 
-
-@dataclass(frozen=True)
-class Progress:
-    phase: str
-    sim_time_s: float
-    fraction: float
-
-
-ProgressFn = Callable[[Progress], None]
 FrameFn = Callable[[mujoco.MjData], None]
 
 
-class SimulationTimeout(Exception):
-    """The wall-clock budget ran out between two chunks."""
+def timed_out(t: float) -> Failed:
+    """The wall-clock budget ran out between two chunks, at simulated time `t`."""
+    return Failed(
+        FailureKind.TIMEOUT, f"Timeout: the simulation ran out of wall-clock time at t={t:.2f} s."
+    )
 
 
 @dataclass
 class RunSummary:
     run: int
-    failure: FailureKind | None
+    failure: Failure | None
     reason: str
     decided_at_s: float | None
     sim_time_s: float
@@ -51,11 +47,15 @@ class RunSummary:
     warnings: dict[str, int]
     perturbation: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def kind(self) -> FailureKind | None:
+        return self.failure.kind if self.failure is not None else None
+
     def brief(self) -> dict[str, Any]:
         return {
             "run": self.run,
             "outcome": "SUCCESS" if self.failure is None else "FAIL",
-            "failure": self.failure.value if self.failure else None,
+            "failure": self.failure.kind.value if self.failure else None,
             "reason": self.reason,
             "decided_at_s": self.decided_at_s,
             "sim_time_s": round(self.sim_time_s, 6),
@@ -127,7 +127,10 @@ class SimulationLoop:
         unknown = [c.actuator for c in options.controls if c.actuator not in scene.actuators]
         if unknown:
             known = sorted(scene.actuators) or "none"
-            raise ValueError(f"controls name unknown actuators {unknown} (known: {known})")
+            raise Failed(
+                FailureKind.INVALID_GEOMETRY,
+                f"controls name unknown actuators {unknown} (known: {known})",
+            )
         self.controls = [(scene.actuators[c.actuator], c) for c in options.controls]
 
     def run(self, run_index: int = 0, rng: np.random.Generator | None = None) -> RunSummary:
@@ -181,9 +184,7 @@ class SimulationLoop:
                 max_force = max(max_force, max_normal_force(m, d))
                 now = time.monotonic()
                 if self.wall_deadline is not None and now > self.wall_deadline:
-                    raise SimulationTimeout(
-                        f"the simulation ran out of wall-clock time at t={d.time:.2f} s"
-                    )
+                    raise timed_out(float(d.time))
                 if now - last_progress >= self.progress_every_s:
                     last_progress = now
                     self._progress("simulate", float(d.time), step / total_steps)

@@ -16,6 +16,7 @@ import mujoco
 import numpy as np
 
 from common.models.simulation import FailureKind, Objectives, Zone
+from worker.errors import Failure
 from worker.simulation.builder import MM, Scene
 
 PENETRATION_TOLERANCE_MM = 0.5
@@ -35,9 +36,15 @@ BAD_WARNINGS = (
 
 @dataclass(frozen=True)
 class Decision:
-    failure: FailureKind | None
-    reason: str
+    """What decided a run, and when: a Failure, or (failure None) a success and its sentence."""
+
     time_s: float
+    failure: Failure | None
+    success: str = ""
+
+    @property
+    def reason(self) -> str:
+        return self.failure.reason if self.failure is not None else self.success
 
 
 class Verdict:
@@ -75,9 +82,12 @@ class Verdict:
 
     # --- events ------------------------------------------------------------------------------
 
-    def _decide(self, failure: FailureKind | None, reason: str, t: float) -> Decision:
+    def _decide(self, kind: FailureKind | None, reason: str, t: float) -> Decision:
         if self.decision is None:
-            self.decision = Decision(failure, reason, t)
+            if kind is None:
+                self.decision = Decision(t, None, reason)
+            else:
+                self.decision = Decision(t, Failure(kind, reason))
         return self.decision
 
     def initial(self, m: mujoco.MjModel, d: mujoco.MjData) -> Decision | None:

@@ -1,14 +1,17 @@
 """The physics job: Geometry + objectives + options → verdict, metrics and files in a directory.
 
-This is what the physics child runs (and what `simulate_local` runs in-process). It builds the
-scene, runs the nominal run (rendered when asked), then each jitter run, and writes
-`video.mp4`, `poster.png` and `model.xml` into `out_dir`. Storage and the report belong to the
-caller, who knows the artifact URLs.
+`judge` is what the physics child runs and what `simulate_local` runs in-process: the one place
+where everything the physics side can raise becomes an outcome. It builds the scene, runs the
+nominal run (rendered when asked), then each jitter run, and writes `video.mp4`, `poster.png`
+and `model.xml` into `out_dir`. Storage and the report belong to the caller, who knows the
+artifact URLs.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,18 +19,48 @@ from typing import Any
 import numpy as np
 
 from common.models.simulation import FailureKind, Objectives, SimOptions
+from worker.errors import Failed, Failure, InfrastructureError
+from worker.progress import Progress, ProgressFn
 from worker.simulation.builder import build_scene
 from worker.simulation.geometry import Geometry
-from worker.simulation.loop import Progress, ProgressFn, RunSummary, SimulationLoop
+from worker.simulation.loop import RunSummary, SimulationLoop
 
 
 @dataclass
 class PhysicsOutcome:
-    failure: FailureKind | None
+    failure: Failure | None
     reason: str
     metrics: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
     """Artifact name → file name inside out_dir."""
+
+
+def judge(
+    geom: Geometry,
+    objectives: Objectives,
+    options: SimOptions,
+    out_dir: Path,
+    *,
+    on_progress: ProgressFn | None = None,
+    wall_deadline: float | None = None,
+) -> PhysicsOutcome:
+    """The verdict on `geom`. Everything the design caused is a FAIL in the outcome (Failed);
+    a fault of ours on this input is CRASHED (retrying cannot help); only an infrastructure
+    fault (rendering unavailable) raises, as InfrastructureError."""
+    try:
+        return run_physics(
+            geom, objectives, options, out_dir, on_progress=on_progress, wall_deadline=wall_deadline
+        )
+    except Failed as f:
+        return PhysicsOutcome(failure=f.failure, reason=f.reason, metrics={})
+    except InfrastructureError:
+        raise
+    except Exception as e:
+        traceback.print_exc(file=sys.stderr)
+        failure = Failure(
+            FailureKind.CRASHED, f"The physics step failed: {type(e).__name__}: {str(e)[:500]}"
+        )
+        return PhysicsOutcome(failure=failure, reason=failure.reason, metrics={})
 
 
 def run_physics(
@@ -39,8 +72,9 @@ def run_physics(
     on_progress: ProgressFn | None = None,
     wall_deadline: float | None = None,
 ) -> PhysicsOutcome:
-    """Raises ModelBuildError (bad geometry), ValueError (controls naming unknown actuators),
-    SimulationTimeout and RenderError; everything else is a verdict in the outcome."""
+    """Raises Failed (a model MuJoCo refuses, controls naming unknown actuators, the wall
+    budget running out) and InfrastructureError (no rendering); every verdict is in the
+    outcome. Use `judge`, which maps them."""
     phases: dict[str, float] = {}
     t0 = time.monotonic()
     if on_progress:
@@ -104,8 +138,9 @@ def run_physics(
     elif failed.run == 0:
         failure, reason = failed.failure, failed.reason
     else:
-        failure = failed.failure
         reason = f"Perturbed run {failed.run} of {len(runs) - 1} failed: {failed.reason}"
+        assert failed.failure is not None
+        failure = Failure(failed.failure.kind, reason)
     sim_wall = sum(r.wall_time_s for r in runs)
     metrics: dict[str, Any] = {
         "sim_time_s": nominal.sim_time_s,

@@ -1,4 +1,4 @@
-"""Offscreen rendering (EGL) streamed into an H.264 MP4, a poster PNG, and the Markdown report.
+"""Offscreen rendering (EGL) streamed into an H.264 MP4, and a poster PNG.
 
 Frames go to the encoder as they are rendered; the video is never held in memory. Settings are the
 fast ones for a CPU renderer (DESIGN.md §7): the builder sets a 1024 shadow map and no MSAA.
@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import av
 import mujoco
 import numpy as np
 
+from worker.errors import InfrastructureError
 from worker.simulation.builder import Scene
 
 
-class RenderError(RuntimeError):
+class RenderError(InfrastructureError):
     """Offscreen rendering could not start (no EGL/OSMesa). An infrastructure fault."""
 
 
@@ -118,64 +118,3 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
             c.mux(p)
         for p in s.encode():
             c.mux(p)
-
-
-def report_markdown(result: dict[str, Any], request_id: str) -> str:
-    """A human-readable summary of a SimulationResult (as a dict)."""
-    m = result.get("metrics", {})
-    lines = [
-        f"# simjail run `{request_id}`",
-        "",
-        f"**{result['outcome']}**"
-        + (f" — `{result['failure']}`" if result.get("failure") else "")
-        + f": {result['reason']}",
-        "",
-    ]
-    if result.get("video_url"):
-        lines += [f"Video: {result['video_url']}", ""]
-    lines += [
-        "| time | value |",
-        "| --- | --- |",
-        f"| simulated | {m.get('sim_time_s', 0):.3f} s in {m.get('steps', 0)} steps |",
-        f"| wall | {m.get('wall_time_s', 0):.2f} s (real-time factor "
-        f"{m.get('real_time_factor', 0):.1f}) |",
-    ]
-    for phase, s in (m.get("phases_s") or {}).items():
-        lines.append(f"| {phase} | {s:.3f} s |")
-    parts = m.get("parts") or {}
-    if parts:
-        lines += [
-            "",
-            "## Parts",
-            "",
-            "| part | mass (kg) | start (mm) | end (mm) | max speed (mm/s) |",
-            "| --- | ---: | --- | --- | ---: |",
-        ]
-        for label, p in parts.items():
-            start = ", ".join(f"{c:.1f}" for c in p["initial_position_mm"])
-            end = ", ".join(f"{c:.1f}" for c in p["final_position_mm"])
-            lines.append(
-                f"| {label} | {p['mass_kg']:.4g} | {start} | {end} | {p['max_speed_mm_s']:.0f} |"
-            )
-    goal = m.get("goal")
-    if goal:
-        lines += [
-            "",
-            "## Goal",
-            "",
-            f"reached: {goal['reached']}, longest hold {goal['hold_s']:.2f} s, "
-            f"closest approach {goal['min_distance_mm']:.1f} mm",
-        ]
-    runs = m.get("runs") or []
-    if len(runs) > 1:
-        lines += ["", "## Runs", "", "| run | outcome | reason |", "| --- | --- | --- |"]
-        for r in runs:
-            lines.append(f"| {r['run']} | {r['outcome']} | {r['reason']} |")
-    lines += [
-        "",
-        "## Versions",
-        "",
-        ", ".join(f"{k} {v}" for k, v in (result.get("versions") or {}).items()),
-        "",
-    ]
-    return "\n".join(lines)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from common.models.simulation import FailureKind
+from worker.errors import Failure
 from worker.sandbox.launcher import JailReport, LaunchSpec
 from worker.sandbox.nsjail import (
     APT_PACKAGES,
@@ -62,7 +63,7 @@ def test_exit_3_is_crashed(jail: Jail, jail_job: Path) -> None:
     out, fin, _ = jail(jail_job, "sys.exit(3)")
     assert fin.returncode == 3
     assert without_peak(out.report) == JailReport(exit_code=3)
-    assert classify(out) == (
+    assert classify(out) == Failure(
         FailureKind.CRASHED,
         "The test step exited with status 3 before finishing.",
     )
@@ -73,7 +74,7 @@ def test_segfault_is_crashed(jail: Jail, jail_job: Path) -> None:
     assert fin.returncode == 128 + signal.SIGSEGV
     assert without_peak(out.report) == JailReport(signal=signal.SIGSEGV)
     assert "terminated with signal: SIGSEGV (11)" in final_line(out.jail_log)
-    assert classify(out) == (FailureKind.CRASHED, "The test step was killed by SIGSEGV.")
+    assert classify(out) == Failure(FailureKind.CRASHED, "The test step was killed by SIGSEGV.")
 
 
 def test_abort_shows_as_sigsegv_because_the_jailed_code_is_pid_1(
@@ -83,7 +84,7 @@ def test_abort_shows_as_sigsegv_because_the_jailed_code_is_pid_1(
     out, fin, _ = jail(jail_job, "os.abort()")
     assert fin.returncode == 128 + signal.SIGSEGV
     assert without_peak(out.report) == JailReport(signal=signal.SIGSEGV)
-    assert classify(out) == (FailureKind.CRASHED, "The test step was killed by SIGSEGV.")
+    assert classify(out) == Failure(FailureKind.CRASHED, "The test step was killed by SIGSEGV.")
 
 
 @pytest.mark.parametrize(
@@ -102,7 +103,7 @@ def test_a_denied_syscall_is_sandbox_violation(jail: Jail, jail_job: Path, code:
     assert out.result is None  # killed in the call: nothing after it ran
     assert "seccompViolation()" in out.jail_log
     assert "terminated with signal: SIGSYS (31)" in final_line(out.jail_log)
-    assert classify(out) == (
+    assert classify(out) == Failure(
         FailureKind.SANDBOX_VIOLATION,
         "The test step made a forbidden system call and was killed.",
     )
@@ -116,7 +117,7 @@ def test_sleeping_past_the_wall_limit_is_timeout(jail: Jail, jail_job: Path) -> 
     assert "run time >= time limit (2 >= 2)" in out.jail_log
     assert not out.timed_out  # nsjail's clock fired, not the supervisor's later one
     assert 2.0 <= elapsed < 2.0 + SUPERVISOR_GRACE_S
-    assert classify(out) == (
+    assert classify(out) == Failure(
         FailureKind.TIMEOUT,
         "The test step did not finish within its time limit.",
     )
@@ -141,7 +142,9 @@ def test_allocating_past_the_memory_limit_is_memory_limit(
     # nsjail's log says only SIGKILL: the job's parent cgroup is what tells an OOM apart.
     assert "terminated with signal: SIGKILL (9)" in final_line(out.jail_log)
     assert "time limit" not in out.jail_log
-    assert classify(out) == (FailureKind.MEMORY_LIMIT, "The test step ran out of its memory limit.")
+    assert classify(out) == Failure(
+        FailureKind.MEMORY_LIMIT, "The test step ran out of its memory limit."
+    )
     assert elapsed < 5
 
 
@@ -153,7 +156,9 @@ def test_a_busy_loop_past_the_cpu_limit_is_cpu_limit(jail: Jail, jail_job: Path)
     assert "time limit" not in out.jail_log
     assert 1.0 <= fin.cpu_s < 2.0
     assert elapsed < 5
-    assert classify(out) == (FailureKind.CPU_LIMIT, "The test step used up its CPU time limit.")
+    assert classify(out) == Failure(
+        FailureKind.CPU_LIMIT, "The test step used up its CPU time limit."
+    )
 
 
 def test_a_breach_ends_the_jail_through_nsjail(jail: Jail, jail_job: Path) -> None:
@@ -163,7 +168,7 @@ def test_a_breach_ends_the_jail_through_nsjail(jail: Jail, jail_job: Path) -> No
     assert without_peak(out.report) == JailReport(signal=signal.SIGKILL)
     assert "Server stops due to fatal signal (15) caught" in out.jail_log
     failed = classify(out)
-    assert failed is not None and failed[0] == FailureKind.PROTOCOL_VIOLATION
+    assert failed is not None and failed.kind == FailureKind.PROTOCOL_VIOLATION
     assert elapsed < 2
 
 
@@ -199,7 +204,7 @@ def test_interpret_reads_nsjails_name_of_a_real_time_signal(jail: Jail, jail_job
     log = fin.log.replace("SIGSEGV (11)", f"SIG{rt}-RTMIN+5 ({rt})")
     report = interpret(128 + rt, log, 0.1, 20, False, None)
     assert report == JailReport(signal=rt)
-    assert classify(ChildOutcome(name="test", report=report)) == (
+    assert classify(ChildOutcome(name="test", report=report)) == Failure(
         FailureKind.CRASHED,
         f"The test step was killed by signal {rt}.",
     )

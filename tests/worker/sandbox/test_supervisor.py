@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from common.models.simulation import FailureKind
+from worker.errors import Failure
 from worker.sandbox.launcher import (
     ENV_ALLOW,
     ENV_FIXED,
@@ -23,7 +24,7 @@ from worker.sandbox.launcher import (
     LaunchSpec,
     SubprocessLauncher,
 )
-from worker.sandbox.protocol import ProgressFrame
+from worker.sandbox.protocol import BuildJob, ProgressFrame
 from worker.sandbox.supervisor import (
     KILL_GRACE_S,
     SUPERVISOR_GRACE_S,
@@ -191,7 +192,7 @@ def test_sleeping_forever_is_timeout_within_the_wall_limit(tmp_path: Path) -> No
     # This launcher has no clock of its own: the supervisor's deadline, a grace after the
     # launcher's wall-clock limit, is what ends it.
     out, elapsed = run(tmp_path, "time.sleep(3600)", wall_s=1.0)
-    assert classify(out) == (
+    assert classify(out) == Failure(
         FailureKind.TIMEOUT,
         "The build step did not finish within its time limit.",
     )
@@ -203,7 +204,7 @@ def test_sleeping_forever_is_timeout_within_the_wall_limit(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_timeout_wins_over_a_result_sent_before_hanging(tmp_path: Path) -> None:
     out, elapsed = run(tmp_path, 'result({"ok": True}); time.sleep(3600)', wall_s=0.5)
-    assert classify(out) is not None and classify(out)[0] == FailureKind.TIMEOUT  # type: ignore[index]
+    assert classify(out) is not None and classify(out).kind == FailureKind.TIMEOUT  # type: ignore[union-attr]
     assert elapsed < 0.5 + SUPERVISOR_GRACE_S + 2.0
 
 
@@ -214,7 +215,7 @@ def test_closing_every_pipe_and_hanging_is_still_a_timeout(tmp_path: Path) -> No
         "os.close(1); os.close(2); os.close(FD); os.close(LOG); time.sleep(3600)",
         wall_s=0.5,
     )
-    assert classify(out) is not None and classify(out)[0] == FailureKind.TIMEOUT  # type: ignore[index]
+    assert classify(out) is not None and classify(out).kind == FailureKind.TIMEOUT  # type: ignore[union-attr]
     assert elapsed < 0.5 + SUPERVISOR_GRACE_S + 2.0
 
 
@@ -230,7 +231,7 @@ def test_flooding_output_is_output_limit(tmp_path: Path, stream: str) -> None:
         """,
         max_output_bytes=100_000,
     )
-    assert classify(out) == (
+    assert classify(out) == Failure(
         FailureKind.OUTPUT_LIMIT,
         f"The build step wrote more than the allowed amount to {stream}.",
     )
@@ -248,15 +249,17 @@ def test_garbage_on_the_frame_pipe_is_protocol_violation(tmp_path: Path) -> None
     )
     failed = classify(out)
     assert failed is not None
-    assert failed[0] == FailureKind.PROTOCOL_VIOLATION
-    assert failed[1].startswith("The build step broke the result protocol: frame is not UTF-8 JSON")
+    assert failed.kind == FailureKind.PROTOCOL_VIOLATION
+    assert failed.reason.startswith(
+        "The build step broke the result protocol: frame is not UTF-8 JSON"
+    )
     assert out.report.signal == signal.SIGKILL  # killed at once, not at the deadline
     assert elapsed < 5
 
 
 def test_huge_length_prefix_is_protocol_violation(tmp_path: Path) -> None:
     out, elapsed = run(tmp_path, 'os.write(FD, b"\\xff\\xff\\xff\\xff"); time.sleep(3600)')
-    assert classify(out) == (
+    assert classify(out) == Failure(
         FailureKind.PROTOCOL_VIOLATION,
         "The build step broke the result protocol: "
         f"frame of {2**32 - 1} bytes exceeds the cap of {64 * 1024 * 1024}.",
@@ -268,14 +271,14 @@ def test_huge_length_prefix_is_protocol_violation(tmp_path: Path) -> None:
 def test_length_over_a_configured_cap_is_protocol_violation(tmp_path: Path) -> None:
     out, _ = run(tmp_path, 'result({"s": "x" * 5000})', max_frame_bytes=1000)
     failed = classify(out)
-    assert failed is not None and failed[0] == FailureKind.PROTOCOL_VIOLATION
+    assert failed is not None and failed.kind == FailureKind.PROTOCOL_VIOLATION
     assert out.result is None
 
 
 def test_truncated_frame_at_exit_is_protocol_violation(tmp_path: Path) -> None:
     out, _ = run(tmp_path, 'os.write(FD, struct.pack(">I", 100) + b"{\\"type\\"")')
     assert out.report.exit_code == 0
-    assert classify(out) == (
+    assert classify(out) == Failure(
         FailureKind.PROTOCOL_VIOLATION,
         "The build step broke the result protocol: truncated frame (11 bytes) at end of stream.",
     )
@@ -284,12 +287,14 @@ def test_truncated_frame_at_exit_is_protocol_violation(tmp_path: Path) -> None:
 def test_exit_0_without_result_is_no_result(tmp_path: Path) -> None:
     out, _ = run(tmp_path, 'send({"type": "progress", "phase": "build"}); print("done")')
     assert out.report.exit_code == 0
-    assert classify(out) == (FailureKind.NO_RESULT, "The build step exited without a result.")
+    assert classify(out) == Failure(
+        FailureKind.NO_RESULT, "The build step exited without a result."
+    )
 
 
 def test_nonzero_exit_is_crashed_even_with_a_result(tmp_path: Path) -> None:
     out, _ = run(tmp_path, 'result({"ok": True}); sys.exit(3)')
-    assert classify(out) == (
+    assert classify(out) == Failure(
         FailureKind.CRASHED,
         "The build step exited with status 3 before finishing.",
     )
@@ -298,7 +303,7 @@ def test_nonzero_exit_is_crashed_even_with_a_result(tmp_path: Path) -> None:
 def test_abort_is_crashed(tmp_path: Path) -> None:
     out, _ = run(tmp_path, "os.abort()")
     assert out.report.signal == signal.SIGABRT
-    assert classify(out) == (FailureKind.CRASHED, "The build step was killed by SIGABRT.")
+    assert classify(out) == Failure(FailureKind.CRASHED, "The build step was killed by SIGABRT.")
 
 
 def test_segfault_is_crashed(tmp_path: Path) -> None:
@@ -311,7 +316,7 @@ def test_segfault_is_crashed(tmp_path: Path) -> None:
         """,
     )
     assert out.report.signal == signal.SIGSEGV
-    assert classify(out) == (FailureKind.CRASHED, "The build step was killed by SIGSEGV.")
+    assert classify(out) == Failure(FailureKind.CRASHED, "The build step was killed by SIGSEGV.")
 
 
 def test_real_time_signal_is_crashed(tmp_path: Path) -> None:
@@ -319,14 +324,18 @@ def test_real_time_signal_is_crashed(tmp_path: Path) -> None:
     out, _ = run(tmp_path, "import signal; os.kill(os.getpid(), signal.SIGRTMIN + 5)")
     rt = signal.SIGRTMIN + 5
     assert out.report.signal == rt
-    assert classify(out) == (FailureKind.CRASHED, f"The build step was killed by signal {rt}.")
+    assert classify(out) == Failure(
+        FailureKind.CRASHED, f"The build step was killed by signal {rt}."
+    )
 
 
 def test_cpu_rlimit_signal_is_cpu_limit(tmp_path: Path) -> None:
     out, _ = run(tmp_path, "os.kill(os.getpid(), __import__('signal').SIGXCPU)")
     assert out.report.signal == signal.SIGXCPU
     assert out.report.cpu_exceeded  # the launcher's verdict, which classify() reads
-    assert classify(out) == (FailureKind.CPU_LIMIT, "The build step used up its CPU time limit.")
+    assert classify(out) == Failure(
+        FailureKind.CPU_LIMIT, "The build step used up its CPU time limit."
+    )
 
 
 # --- frames --------------------------------------------------------------------------------------
@@ -483,9 +492,9 @@ def test_worker_environment_does_not_leak(tmp_path: Path, monkeypatch: pytest.Mo
         os._exit(0)
         """
     )
-    (tmp_path / "job.json").write_text(
-        json.dumps({"source_kind": "design", "filename": "design.py", "code": code})
-    )
+    BuildJob(
+        source_kind="design", filename="design.py", code=code, max_parts=10, max_triangles=100
+    ).write(tmp_path / "job.json")
     spec = LaunchSpec(
         name="design build",
         jail="build",
@@ -572,7 +581,7 @@ def test_a_breach_sends_the_launchers_terminate_signal_first(tmp_path: Path) -> 
         """,
         launcher=launcher,
     )
-    assert classify(out) is not None and classify(out)[0] == FailureKind.PROTOCOL_VIOLATION  # type: ignore[index]
+    assert classify(out) is not None and classify(out).kind == FailureKind.PROTOCOL_VIOLATION  # type: ignore[union-attr]
     assert out.report == JailReport(exit_code=0)
     assert out.jail_log == "Server stops due to fatal signal (15) caught. Exiting\n"
     assert elapsed < KILL_GRACE_S  # it obeyed: no escalation
@@ -593,7 +602,7 @@ def test_a_launcher_ignoring_its_terminate_signal_is_killed_after_the_grace(
         """,
         launcher=launcher,
     )
-    assert classify(out) is not None and classify(out)[0] == FailureKind.PROTOCOL_VIOLATION  # type: ignore[index]
+    assert classify(out) is not None and classify(out).kind == FailureKind.PROTOCOL_VIOLATION  # type: ignore[union-attr]
     assert out.report.signal == signal.SIGKILL
     assert KILL_GRACE_S <= elapsed < KILL_GRACE_S + 2.0
     assert len(launcher.runs[0].finished) == 1

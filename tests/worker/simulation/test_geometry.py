@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker.errors import Failed
 from worker.simulation.geometry import (
     Geometry,
-    GeometryError,
     Mesh,
     Part,
     PartMeta,
@@ -45,7 +45,7 @@ def part(
 
 
 def kind_of(*parts: Part, **kw: Any) -> str:
-    with pytest.raises(GeometryError) as e:
+    with pytest.raises(Failed) as e:
         validate_geometry(Geometry(parts=list(parts)), **kw)
     return e.value.kind
 
@@ -128,7 +128,7 @@ def test_joint_to_unknown_part_is_invalid() -> None:
 def test_design_may_not_grab_a_movable_environment_part() -> None:
     target = part("target", source="environment")
     claw = part("claw", meta={"joint": {"type": "weld", "parent": "target"}})
-    with pytest.raises(GeometryError, match="may not be jointed to environment part 'target'"):
+    with pytest.raises(Failed, match="may not be jointed to environment part 'target'"):
         validate_geometry(Geometry(parts=[target, claw]))
 
 
@@ -176,10 +176,10 @@ def test_any_non_finite_vertex_is_refused(xyz: list[float]) -> None:
     if finite:
         try:
             validate_geometry(g)
-        except GeometryError as e:  # a finite vertex can still flatten or wreck the cube
+        except Failed as e:  # a finite vertex can still flatten or wreck the cube
             assert e.kind == "INVALID_GEOMETRY"
     else:
-        with pytest.raises(GeometryError) as e:
+        with pytest.raises(Failed) as e:
             validate_geometry(g)
         assert e.value.kind == "INVALID_GEOMETRY"
 
@@ -191,9 +191,7 @@ def test_triangle_count_matches_the_decoded_mesh() -> None:
 
 def test_a_claimed_volume_unlike_the_mesh_is_invalid() -> None:
     """Mass follows the claimed volume; a forged build frame could make a part 1000× lighter."""
-    with pytest.raises(
-        GeometryError, match="claims a volume of 10 mm³ but its solids enclose 1000"
-    ):
+    with pytest.raises(Failed, match="claims a volume of 10 mm³ but its solids enclose 1000"):
         small = CUBE_I / 100
         validate_geometry(
             Geometry(parts=[part(volume_mm3=10.0, inertia_mm5=(small, small, small, 0, 0, 0))])
@@ -202,7 +200,7 @@ def test_a_claimed_volume_unlike_the_mesh_is_invalid() -> None:
 
 def test_a_claimed_centre_of_mass_inside_the_box_but_off_the_mesh_is_invalid() -> None:
     """Within its own bounding box a forger could still move the point the goal rule follows."""
-    with pytest.raises(GeometryError, match="centre of mass away from the centre of its solids"):
+    with pytest.raises(Failed, match="centre of mass away from the centre of its solids"):
         validate_geometry(Geometry(parts=[part(com_mm=(9.0, 5.0, 5.0))]))
 
 

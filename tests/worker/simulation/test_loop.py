@@ -8,8 +8,10 @@ import mujoco
 import numpy as np
 import pytest
 
-from common.models.simulation import Control
-from worker.simulation.loop import Progress, SimulationLoop, SimulationTimeout, control_value
+from common.models.simulation import Control, FailureKind
+from worker.errors import Failed
+from worker.progress import Progress
+from worker.simulation.loop import SimulationLoop, control_value
 
 G = 9.81
 
@@ -83,8 +85,10 @@ def test_wall_clock_deadline_stops_the_loop(bd: Any, scene_of: Any) -> None:
     scene, obj, opt = scene_of(box, options={"duration_s": 60.0})
     import time
 
-    with pytest.raises(SimulationTimeout):
+    with pytest.raises(Failed) as e:
         SimulationLoop(scene, obj, opt, wall_deadline=time.monotonic() - 1).run()
+    assert e.value.kind == FailureKind.TIMEOUT
+    assert e.value.reason.startswith("Timeout: the simulation ran out of wall-clock time at t=")
 
 
 def test_control_values_follow_their_kind() -> None:
@@ -101,8 +105,9 @@ def test_controls_naming_unknown_actuators_are_refused(bd: Any, scene_of: Any) -
     box.label = "box"
     controls = [{"actuator": "nope", "kind": "constant", "value": 1}]
     scene, obj, opt = scene_of(box, options={"controls": controls})
-    with pytest.raises(ValueError, match="unknown actuators \\['nope'\\]"):
+    with pytest.raises(Failed, match="unknown actuators \\['nope'\\]") as e:
         SimulationLoop(scene, obj, opt)
+    assert e.value.kind == FailureKind.INVALID_GEOMETRY
 
 
 def test_position_servo_on_a_slide_takes_millimetres(bd: Any, scene_of: Any) -> None:

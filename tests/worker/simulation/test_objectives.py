@@ -42,7 +42,7 @@ def test_goal_never_reached_is_goal_not_reached(bd: Any, scene_of: Any) -> None:
         objectives={"target": "block", "zones": [GOAL]},
         options={"duration_s": 1},
     )
-    assert s.failure == FailureKind.GOAL_NOT_REACHED
+    assert s.kind == FailureKind.GOAL_NOT_REACHED
     assert s.goal is not None and s.goal["min_distance_mm"] > 200
 
 
@@ -55,14 +55,14 @@ def test_goal_left_before_the_hold_time_is_not_success(bd: Any, scene_of: Any) -
         objectives={"target": "block", "zones": [slab], "goal_hold_s": 0.2},
         options={"duration_s": 1},
     )
-    assert s.failure == FailureKind.GOAL_NOT_REACHED
+    assert s.kind == FailureKind.GOAL_NOT_REACHED
     assert s.goal is not None and s.goal["reached"] and s.goal["hold_s"] < 0.2
 
 
 def test_touching_a_forbid_zone_fails(bd: Any, scene_of: Any) -> None:
     pit = {"name": "pit", "kind": "forbid", "min": [-100, -100, 0], "max": [100, 100, 5]}
     s = run(scene_of, dropped_block(bd), objectives={"zones": [pit]}, options={"duration_s": 1})
-    assert s.failure == FailureKind.FORBID_ZONE_HIT
+    assert s.kind == FailureKind.FORBID_ZONE_HIT
     assert "'block'" in s.reason and "'pit'" in s.reason
 
 
@@ -70,20 +70,20 @@ def test_geometry_not_centre_of_mass_touches_the_forbid_zone(bd: Any, scene_of: 
     # The zone clips only the block's corner region (its centre stays 20 mm away).
     side = {"name": "side", "kind": "forbid", "min": [15, -100, 0], "max": [100, 100, 300]}
     s = run(scene_of, dropped_block(bd), objectives={"zones": [side]}, options={"duration_s": 0.1})
-    assert s.failure == FailureKind.FORBID_ZONE_HIT
+    assert s.kind == FailureKind.FORBID_ZONE_HIT
 
 
 def test_leaving_the_bounds_fails(bd: Any, scene_of: Any) -> None:
     bounds = {"min": [-500, -500, 100], "max": [500, 500, 1000]}
     s = run(scene_of, dropped_block(bd), objectives={"bounds": bounds}, options={"duration_s": 1})
-    assert s.failure == FailureKind.OUT_OF_BOUNDS
+    assert s.kind == FailureKind.OUT_OF_BOUNDS
     assert s.decided_at_s is not None and 0.1 < s.decided_at_s < 0.2
 
 
 def test_design_part_outside_the_build_zone_fails_at_t0(bd: Any, scene_of: Any) -> None:
     build = {"name": "bench", "kind": "build", "min": [-50, -50, 0], "max": [50, 50, 150]}
     s = run(scene_of, dropped_block(bd), objectives={"zones": [build]}, options={"duration_s": 1})
-    assert s.failure == FailureKind.BUILD_ZONE_VIOLATION
+    assert s.kind == FailureKind.BUILD_ZONE_VIOLATION
     assert s.decided_at_s == 0.0
 
 
@@ -99,7 +99,7 @@ def test_interpenetrating_parts_at_start_fail(bd: Any, scene_of: Any) -> None:
     b = bd.Pos(20, 0, 100) * bd.Box(40, 40, 40)  # overlaps a by 20 mm
     b.label = "b"
     s = run(scene_of, [a, b], options={"duration_s": 1})
-    assert s.failure == FailureKind.INITIAL_PENETRATION
+    assert s.kind == FailureKind.INITIAL_PENETRATION
     assert "'a' and 'b'" in s.reason or "'b' and 'a'" in s.reason
     assert "overlap by 20.0 mm" in s.reason
 
@@ -128,7 +128,7 @@ def test_divergence_is_physics_instability(bd: Any, scene_of: Any) -> None:
     }
     controls = [{"actuator": "slider", "kind": "constant", "value": 1e7}]
     s = run(scene_of, slider, parts=parts, options={"duration_s": 1, "controls": controls})
-    assert s.failure == FailureKind.PHYSICS_INSTABILITY
+    assert s.kind == FailureKind.PHYSICS_INSTABILITY
 
 
 def test_motor_held_at_its_limit_is_overload(bd: Any, scene_of: Any) -> None:
@@ -148,7 +148,7 @@ def test_motor_held_at_its_limit_is_overload(bd: Any, scene_of: Any) -> None:
     }
     controls = [{"actuator": "block", "kind": "constant", "value": 150}]
     s = run(scene_of, block, parts=parts, options={"duration_s": 2, "controls": controls})
-    assert s.failure == FailureKind.MOTOR_OVERLOAD
+    assert s.kind == FailureKind.MOTOR_OVERLOAD
     assert s.decided_at_s is not None and 0.3 <= s.decided_at_s < 0.4
 
 
