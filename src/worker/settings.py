@@ -1,14 +1,26 @@
-"""Worker policy and paths: frozen, read once from the environment (SIMJAIL_*) or flags."""
+"""Worker settings, frozen and split by purpose, read once from SIMJAIL_* variables or flags.
+
+- `JobLimits`: what a job may use (time, CPU, memory, caps). Part of the policy: it goes into
+  every result's `policy_digest`; a request may only tighten it (`JobLimits.tighten`).
+- `Paths`: where the worker keeps its data, artifacts and policy files.
+- `StoreSettings`: which artifact store (a local directory or an S3 bucket).
+- `Settings`: the three groups plus the sandbox (nsjail, or the unsafe development launcher).
+
+Every field has one flat name, its environment variable without the `SIMJAIL_` prefix
+(`SIMJAIL_BUILD_WALL_S` sets `limits.build_wall_s`, `SIMJAIL_STORE` sets `store.kind`), and
+`Settings(**flat)` / `Settings.from_flat(...)` accept those names too.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from common.models.simulation import Limits, SimulationRequest
+from common.models.simulation import Limits
 from worker.errors import InvalidRequest
 
 
@@ -17,48 +29,64 @@ def default_data_dir() -> Path:
     return Path(base) / "simjail"
 
 
-class Settings(BaseModel):
+class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+
+class JobLimits(_Frozen):
+    """Budgets and caps of one job. The sandbox policy files hold the ceilings; these are at
+    most those, and a request may lower them further."""
+
+    build_wall_s: float = Field(default=120.0, gt=0)
+    """Wall-clock budget of one build child (import build123d alone is 2–5 s)."""
+    build_cpu_s: float = Field(default=60.0, gt=0)
+    """CPU budget of one build child; below the wall budget, so a busy loop is CPU_LIMIT."""
+    physics_wall_s: float = Field(default=600.0, gt=0)
+    """Wall-clock budget of the physics child (all runs and rendering)."""
+    physics_cpu_s: float = Field(default=1200.0, gt=0)
+    """CPU budget of the physics child (the renderer uses two threads)."""
+    memory_mb: int = Field(default=2048, gt=0)
+    """Memory of one build child (build123d alone is ~450 MB)."""
+    physics_memory_mb: int = Field(default=4096, gt=0)
+    max_parts: int = Field(default=200, gt=0)
+    max_triangles: int = Field(default=200_000, gt=0)
+    max_output_bytes: int = Field(default=1024 * 1024, gt=0)
+    """Per stream (stdout, stderr) of each child; more is OUTPUT_LIMIT."""
+    max_frame_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_artifact_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    """Largest file copied out of the physics jail (the video)."""
+
+    def tighten(self, requested: Limits) -> JobLimits:
+        """These limits with the request's applied; a request may only lower them."""
+        upd: dict[str, object] = {}
+        pairs = [
+            ("wall_s", "physics_wall_s"),
+            ("build_wall_s", "build_wall_s"),
+            ("memory_mb", "memory_mb"),
+            ("max_triangles", "max_triangles"),
+            ("max_parts", "max_parts"),
+        ]
+        for req_name, own in pairs:
+            v = getattr(requested, req_name)
+            if v is None:
+                continue
+            if v > getattr(self, own):
+                raise InvalidRequest(
+                    f"options.limits.{req_name}: {v} is above the worker's limit of "
+                    f"{getattr(self, own)}; limits can only be tightened"
+                )
+            upd[own] = v
+        if requested.memory_mb is not None:  # one request limit caps both jails
+            upd["physics_memory_mb"] = min(requested.memory_mb, self.physics_memory_mb)
+        return self.model_copy(update=upd)
+
+
+class Paths(_Frozen):
     data_dir: Path = Field(default_factory=default_data_dir)
     artifacts_dir: Path | None = None
     """Local artifact store root; defaults to <data_dir>/artifacts."""
-    sandbox: Literal["nsjail", "unsafe-subprocess"] = "nsjail"
-    """`unsafe-subprocess` runs children without any jail: development machines only, never
-    chosen automatically, and every job logs a warning."""
     policy_dir: Path | None = None
     """Directory holding sandbox/ and seccomp/ (default: the project root)."""
-    build_wall_s: float = 120.0
-    """Wall-clock budget of one build child (import build123d alone is ~2 s)."""
-    build_cpu_s: float = 60.0
-    """CPU budget of one build child; below the wall budget, so a busy loop is CPU_LIMIT."""
-    physics_wall_s: float = 600.0
-    """Wall-clock budget of the physics child (all runs and rendering)."""
-    physics_cpu_s: float = 1200.0
-    """CPU budget of the physics child (the renderer uses two threads)."""
-    memory_mb: int = 2048
-    """Memory of one build child (build123d alone is ~400 MB)."""
-    physics_memory_mb: int = 4096
-    max_parts: int = 200
-    max_triangles: int = 200_000
-    max_output_bytes: int = 1024 * 1024
-    """Per stream (stdout, stderr) of each child; more is OUTPUT_LIMIT."""
-    max_frame_bytes: int = 64 * 1024 * 1024
-    max_artifact_bytes: int = 512 * 1024 * 1024
-    """Largest file copied out of the physics jail (the video)."""
-    store: Literal["local", "s3"] = "local"
-    """Artifact store: `local` (a directory, artifacts_root) or `s3` (the s3_* settings below;
-    credentials come from boto3's default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
-    AWS_PROFILE, an instance or task role)."""
-    s3_bucket: str | None = None
-    """Bucket of the s3 store (required when store is s3)."""
-    s3_prefix: str = ""
-    """Prefix of every object key in the bucket (e.g. `simjail/prod`); empty for none."""
-    s3_endpoint_url: str | None = None
-    """Endpoint of an S3-compatible server (MinIO, Ceph, R2, …); unset (or empty) for AWS."""
-    s3_region: str = "us-east-1"
-    s3_url_ttl_s: int = Field(default=24 * 3600, gt=0, le=7 * 24 * 3600)
-    """Lifetime of the presigned artifact URLs in a result (SigV4 allows at most a week)."""
 
     @property
     def policy_root(self) -> Path:
@@ -70,38 +98,87 @@ class Settings(BaseModel):
     def artifacts_root(self) -> Path:
         return self.artifacts_dir or self.data_dir / "artifacts"
 
-    @classmethod
-    def from_env(cls) -> Settings:
-        kw: dict[str, object] = {}
-        for name, _field in cls.model_fields.items():
-            v = os.environ.get(f"SIMJAIL_{name.upper()}")
-            if v is not None:
-                kw[name] = v
-        return cls.model_validate(kw)
 
-    def effective(self, request: SimulationRequest) -> Settings:
-        """Apply the request's limits, which may only tighten this policy."""
-        lim: Limits = request.options.limits
-        upd: dict[str, object] = {}
-        pairs = [
-            ("wall_s", "physics_wall_s"),
-            ("build_wall_s", "build_wall_s"),
-            ("memory_mb", "memory_mb"),
-            ("memory_mb", "physics_memory_mb"),
-            ("max_triangles", "max_triangles"),
-            ("max_parts", "max_parts"),
-        ]
-        for req_name, own in pairs:
-            v = getattr(lim, req_name)
-            if v is None:
-                continue
-            if own == "physics_memory_mb":  # one request limit caps both jails
-                upd[own] = min(v, self.physics_memory_mb)
-                continue
-            if v > getattr(self, own):
-                raise InvalidRequest(
-                    f"options.limits.{req_name}: {v} is above the worker's limit of "
-                    f"{getattr(self, own)}; limits can only be tightened"
-                )
-            upd[own] = v
-        return self.model_copy(update=upd)
+class StoreSettings(_Frozen):
+    kind: Literal["local", "s3"] = "local"
+    """`local` (a directory, Paths.artifacts_root) or `s3` (the s3_* settings below;
+    credentials come from boto3's default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    AWS_PROFILE, an instance or task role). Flat name: `store` (SIMJAIL_STORE)."""
+    s3_bucket: str | None = None
+    """Bucket of the s3 store (required when the store is s3)."""
+    s3_prefix: str = ""
+    """Prefix of every object key in the bucket (e.g. `simjail/prod`); empty for none."""
+    s3_endpoint_url: str | None = None
+    """Endpoint of an S3-compatible server (MinIO, Ceph, R2, …); unset (or empty) for AWS."""
+    s3_region: str = "us-east-1"
+    s3_url_ttl_s: int = Field(default=24 * 3600, gt=0, le=7 * 24 * 3600)
+    """Lifetime of the presigned artifact URLs in a result (SigV4 allows at most a week)."""
+
+
+Sandbox = Literal["nsjail", "unsafe-subprocess"]
+
+_GROUPS: dict[str, type[_Frozen]] = {"limits": JobLimits, "paths": Paths, "store": StoreSettings}
+_RENAMED = {"store": ("store", "kind")}
+"""Flat names that differ from the field's own name."""
+
+
+def _flat_names() -> dict[str, tuple[str, str]]:
+    """Flat name → (group, field) for every grouped field."""
+    out = {name: (group, name) for group, m in _GROUPS.items() for name in m.model_fields}
+    out.update(_RENAMED)
+    return out
+
+
+class Settings(_Frozen):
+    limits: JobLimits = Field(default_factory=JobLimits)
+    paths: Paths = Field(default_factory=Paths)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    sandbox: Sandbox = "nsjail"
+    """`unsafe-subprocess` runs children without any jail: development machines only, never
+    chosen automatically, and every job logs a warning."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_flat_names(cls, data: Any) -> Any:
+        """Accept the flat names (`build_wall_s=8`, `store="s3"`) beside the groups."""
+        if not isinstance(data, Mapping):
+            return data
+        names = _flat_names()
+        out: dict[str, Any] = {}
+        grouped: dict[str, dict[str, Any]] = {}
+        for key, value in data.items():
+            if key in names and not (key == "store" and not isinstance(value, str)):
+                group, field = names[key]
+                grouped.setdefault(group, {})[field] = value
+            else:
+                out[key] = value
+        for group, fields in grouped.items():
+            base = out.get(group, {})
+            if isinstance(base, BaseModel):
+                base = base.model_dump()
+            out[group] = {**base, **fields}
+        return out
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, object]) -> Settings:
+        return cls.model_validate(dict(values))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        names = [*_flat_names(), "sandbox"]
+        return cls.from_flat(
+            {n: env[f"SIMJAIL_{n.upper()}"] for n in names if f"SIMJAIL_{n.upper()}" in env}
+        )
+
+    def replace(self, **flat: object) -> Settings:
+        """A copy with some flat-named settings changed (validated)."""
+        data = self.model_dump()
+        names = _flat_names()
+        for key, value in flat.items():
+            if key in names:
+                group, field = names[key]
+                data[group][field] = value
+            else:
+                data[key] = value
+        return Settings.model_validate(data)

@@ -7,10 +7,16 @@ the tests then check one job each.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import re
+import shutil
 import tempfile
 import textwrap
 import threading
 import types
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,8 +36,9 @@ from common.models.simulation import (
 )
 from worker import pipeline
 from worker.errors import InvalidRequest
+from worker.job import workdir
+from worker.progress import Progress
 from worker.settings import Settings
-from worker.simulation.loop import Progress
 from worker.storage.local import LocalStore
 
 DESIGNS = {
@@ -167,7 +174,7 @@ def jobs(
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(tempfile, "tempdir", str(tmpdir))
-        mp.setattr(pipeline, "tempfile", types.SimpleNamespace(mkdtemp=mkdtemp))
+        mp.setattr(workdir, "tempfile", types.SimpleNamespace(mkdtemp=mkdtemp))
         with ThreadPoolExecutor(max_workers=len(DESIGNS)) as pool:
             for f in [pool.submit(one, name) for name in DESIGNS]:
                 f.result()
@@ -342,3 +349,84 @@ def test_unreadable_uri_is_an_invalid_request(
     with pytest.raises(InvalidRequest, match=r"^design\.uri: cannot read"):
         pipeline.run_request(req, Settings(data_dir=tmp_path), LocalStore(tmp_path / "a"))
     assert simjail_dirs(tmp_path) == []
+
+
+# --- the policy digest ---------------------------------------------------------------------------
+
+
+def _expected_digest(policy_dir: Path, settings: Settings) -> str:
+    """The digest recomputed from its definition (sandbox/README.md): sha256 of the canonical
+    JSON of the launcher, every policy file's sha256, each jail's effective limits (the job's,
+    never above the file's) and the job's own limits."""
+
+    def ceiling(jail: str, key: str) -> int:
+        text = (policy_dir / "sandbox" / f"{jail}.cfg").read_text()
+        m = re.search(rf"^{key}:\s*(\d+)", text, re.M)
+        assert m, key
+        return int(m.group(1))
+
+    lim = settings.limits
+
+    def jail(name: str, wall: float, cpu: float, mb: int) -> dict[str, int]:
+        return {
+            "cgroup_mem_max": min(mb * 2**20, ceiling(name, "cgroup_mem_max")),
+            "cgroup_pids_max": ceiling(name, "cgroup_pids_max"),
+            "rlimit_cpu": min(math.ceil(cpu), ceiling(name, "rlimit_cpu")),
+            "time_limit": min(math.ceil(wall), ceiling(name, "time_limit")),
+        }
+
+    files = sorted((policy_dir / "sandbox").glob("*.cfg")) + sorted(
+        (policy_dir / "seccomp").glob("*.kafel")
+    )
+    record = {
+        "launcher": "nsjail",
+        "files": {
+            f.relative_to(policy_dir).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in files
+        },
+        "jails": {
+            "build": jail("build", lim.build_wall_s, lim.build_cpu_s, lim.memory_mb),
+            "physics": jail(
+                "physics", lim.physics_wall_s, lim.physics_cpu_s, lim.physics_memory_mb
+            ),
+        },
+        "job": lim.model_dump(),
+    }
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.slow
+def test_the_policy_digest_covers_the_policy_files_and_the_limits(
+    jail_tmp: Callable[[str], Path],
+) -> None:
+    """A result's policy_digest is the recomputed digest; editing cgroup_pids_max in build.cfg,
+    flipping one byte of a comment, or tightening a limit each change the digest in the result."""
+    from worker.sandbox.policy import default_root
+
+    root = jail_tmp("digest")
+    policy = root / "policy"
+    for d in ("sandbox", "seccomp"):
+        shutil.copytree(default_root() / d, policy / d)
+    store = LocalStore(root / "artifacts")
+    settings = Settings(data_dir=root / "data", policy_dir=policy)
+
+    def digest(s: Settings) -> str:
+        r = pipeline.run_request(request(f"d-{uuid.uuid4().hex[:6]}", "result = None"), s, store)
+        assert r.failure == FailureKind.NO_GEOMETRY  # the build jail ran with this policy
+        return r.policy_digest
+
+    seen = [digest(settings)]
+    assert seen[0] == _expected_digest(policy, settings)
+    cfg = policy / "sandbox" / "build.cfg"
+    text = cfg.read_text()
+    assert "\ncgroup_pids_max: 64 " in text
+    cfg.write_text(text.replace("\ncgroup_pids_max: 64 ", "\ncgroup_pids_max: 63 "))
+    seen.append(digest(settings))
+    assert seen[-1] == _expected_digest(policy, settings)
+    cfg.write_text(cfg.read_text().replace("# nsjail policy", "# Nsjail policy", 1))
+    seen.append(digest(settings))
+    tighter = settings.replace(max_triangles=1000)
+    seen.append(digest(tighter))
+    assert seen[-1] == _expected_digest(policy, tighter)
+    assert len(set(seen)) == len(seen), seen

@@ -11,12 +11,15 @@ It exists for development machines without namespaces and is never chosen automa
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from worker.sandbox.policy import Policy
 
 # Variables a child may see. Everything else of the worker's environment (credentials, tokens)
 # stays out. Thread counts are pinned so one job cannot take every core.
@@ -87,6 +90,15 @@ class Prepared(Protocol):
 class Launcher(Protocol):
     name: str
 
+    @property
+    def policy(self) -> Policy | None:
+        """The policy files it enforces (None: the unsafe launcher enforces none)."""
+        ...
+
+    def limits(self, spec: LaunchSpec) -> dict[str, int]:
+        """The numeric limits a run of `spec` gets (what goes into the policy digest)."""
+        ...
+
     def prepare(self, spec: LaunchSpec, *, frame_fd: int, log_fd: int) -> Prepared:
         """Set up one run of `spec.module` with the frame pipe on `frame_fd`; the launcher may
         write its own log to `log_fd`."""
@@ -118,9 +130,14 @@ class SubprocessLauncher:
     memory limit). Development only: every job logs a warning."""
 
     name = "unsafe-subprocess"
+    policy: Policy | None = None
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
+
+    def limits(self, spec: LaunchSpec) -> dict[str, int]:
+        """Only the supervisor's wall-clock deadline and the CPU check apply."""
+        return {"time_limit": math.ceil(spec.wall_s), "rlimit_cpu": math.ceil(spec.cpu_s)}
 
     def prepare(self, spec: LaunchSpec, *, frame_fd: int, log_fd: int) -> Prepared:
         env = dict(ENV_FIXED)
@@ -139,3 +156,15 @@ class SubprocessLauncher:
             str(workdir),
         ]
         return _SubprocessRun(argv, env, workdir, (frame_fd,), spec.cpu_s)
+
+
+def make_launcher(sandbox: str, policy_root: Path) -> Launcher:
+    """The launcher `sandbox` names. nsjail is checked now and refuses to start (fail closed)
+    when it cannot work; the unsafe launcher is only ever used when asked for."""
+    if sandbox == "unsafe-subprocess":
+        return SubprocessLauncher()
+    from worker.sandbox.nsjail import NsjailLauncher  # root, cgroups: only when it is used
+
+    launcher = NsjailLauncher(Policy(policy_root))
+    launcher.check()
+    return launcher

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker.errors import InfrastructureError
+from worker.owners import owner_alive
 from worker.sandbox.cgroups import CgroupError, JobCgroups
 from worker.sandbox.launcher import JailReport, LaunchSpec
 from worker.sandbox.policy import Policy, PolicyError
@@ -283,20 +284,6 @@ class NsjailLauncher:
             cgroups=cg,
             cpu_limit_s=cpu,
         )
-
-
-def owner_alive(pid: int) -> bool:
-    """Whether `pid` is a live process other than this one. Called before this process starts
-    any job, so its own pid in a leftover name means an earlier process that had it."""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
 
 
 _OWNED = re.compile(r"(\d+)-")

@@ -8,7 +8,9 @@ may tighten but never exceed. It never edits them.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +49,16 @@ class Policy:
             raise PolicyError(f"no policy files under {self.root}/sandbox and seccomp")
         return files
 
+    def file_hashes(self) -> dict[str, str]:
+        """sha256 of each policy file, by its path relative to the root."""
+        return {
+            f.relative_to(self.root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in self.files()
+        }
+
     def digest(self) -> str:
-        """sha256 over every policy file's name and bytes: identifies what judged a run."""
+        """sha256 over every policy file's name and bytes (the files alone; a result's
+        `policy_digest` is `judging_digest`, which adds the limits and the launcher)."""
         h = hashlib.sha256()
         for f in self.files():
             h.update(f.relative_to(self.root).as_posix().encode() + b"\0")
@@ -72,3 +82,26 @@ class Policy:
         if m is None:
             raise PolicyError(f"{self.config(jail)} names no seccomp_policy_file")
         return self.root / m.group(1)
+
+
+def judging_record(
+    launcher: str,
+    policy: Policy | None,
+    jail_limits: Mapping[str, Mapping[str, int]],
+    job_limits: Mapping[str, float | int],
+) -> dict[str, object]:
+    """Everything that judged a run: the launcher, the sha256 of every policy file (none for
+    the unsafe launcher), the numeric limits each jail was started with, and the job's own
+    limits and caps (time, CPU, memory, parts, triangles, output, frames, artifacts)."""
+    return {
+        "launcher": launcher,
+        "files": policy.file_hashes() if policy is not None else {},
+        "jails": {jail: dict(sorted(lim.items())) for jail, lim in sorted(jail_limits.items())},
+        "job": dict(sorted(job_limits.items())),
+    }
+
+
+def judging_digest(record: Mapping[str, object]) -> str:
+    """`sha256:` of the canonical JSON of a judging_record: a result's `policy_digest`."""
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

@@ -17,18 +17,19 @@ def make_store(settings: Settings) -> ArtifactStore:
     """The store the settings configure: a LocalStore on artifacts_root, or an S3Store.
 
     Raises StorageError naming the missing setting when store is s3 but no bucket is set."""
-    if settings.store == "local":
-        return LocalStore(settings.artifacts_root)
-    if not settings.s3_bucket:
+    cfg = settings.store
+    if cfg.kind == "local":
+        return LocalStore(settings.paths.artifacts_root)
+    if not cfg.s3_bucket:
         raise StorageError(
             "the s3 artifact store needs a bucket: set s3_bucket (SIMJAIL_S3_BUCKET)"
         )
     from worker.storage.s3 import S3Store  # boto3 is imported only when it is used
 
     return S3Store(
-        settings.s3_bucket,
-        settings.s3_prefix,
-        endpoint_url=settings.s3_endpoint_url or None,
-        region=settings.s3_region,
-        url_ttl_s=settings.s3_url_ttl_s,
+        cfg.s3_bucket,
+        cfg.s3_prefix,
+        endpoint_url=cfg.s3_endpoint_url or None,
+        region=cfg.s3_region,
+        url_ttl_s=cfg.s3_url_ttl_s,
     )

@@ -23,6 +23,10 @@ class ObjectNotFound(StorageError):
     """There is no such object (or bucket)."""
 
 
+class NotInStore(StorageError):
+    """A URI names an object outside this store (another bucket or prefix, an invalid key)."""
+
+
 def check_key(key: str) -> str:
     """Return `key` if it is a valid artifact key, else raise StorageError.
 
@@ -46,4 +50,11 @@ class ArtifactStore(Protocol):
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> str:
         """Store `data` under `key` (overwriting) and return its URL."""
+        ...
+
+    def read_uri(self, uri: str, max_bytes: int) -> bytes:
+        """The bytes of the object a durable URI (`s3://bucket/prefix/key`) names, at most
+        `max_bytes`. Raises NotInStore (it is not this store's), ObjectNotFound,
+        ObjectTooLarge (refused before downloading), or StorageError (unreachable, or this
+        store reads no such URIs)."""
         ...

@@ -40,3 +40,10 @@ class LocalStore:
         except OSError as e:
             raise StorageError(f"cannot write {target}: {e}") from e
         return target.as_uri()
+
+    def read_uri(self, uri: str, max_bytes: int) -> bytes:
+        """A local store has no durable URIs of its own: `file://` sources are read by path."""
+        raise StorageError(
+            f"no S3 store is configured on this worker (it stores to {self.root}), so it "
+            f"cannot read {uri[:200]}"
+        )

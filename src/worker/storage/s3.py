@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
 
 import boto3
 import boto3.exceptions
@@ -36,7 +37,13 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from worker.storage.base import ObjectNotFound, ObjectTooLarge, StorageError, check_key
+from worker.storage.base import (
+    NotInStore,
+    ObjectNotFound,
+    ObjectTooLarge,
+    StorageError,
+    check_key,
+)
 
 if TYPE_CHECKING:
     from types_boto3_s3.client import S3Client
@@ -231,6 +238,20 @@ class S3Store:
                 "bytes allowed"
             )
         return data
+
+    def read_uri(self, uri: str, max_bytes: int) -> bytes:
+        """An object of this store named by its `s3_uri`: only this bucket, only under this
+        prefix, at most `max_bytes` (see get_bytes)."""
+        u = urlparse(uri)
+        name = unquote(u.path).lstrip("/")
+        where = f"s3://{self.bucket}/{self.prefix}"
+        if u.scheme != "s3" or u.netloc != self.bucket or not name.startswith(self.prefix):
+            raise NotInStore(f"{uri[:300]} is outside the artifact store ({where})")
+        try:
+            key = check_key(name[len(self.prefix) :])
+        except StorageError:
+            raise NotInStore(f"s3://{u.netloc}/{name[:300]} is not a valid key") from None
+        return self.get_bytes(key, max_bytes)
 
     def _error(self, action: str, name: str, e: BaseException) -> StorageError:
         return StorageError(

@@ -1,7 +1,8 @@
 """simulate_local: the physics pipeline in this process, for an already-built build123d object.
 
 For notebooks and tests that hold a Compound (trusted code: nothing here is sandboxed).
-Untrusted source code goes through `worker.pipeline.run_request` instead.
+Untrusted source code goes through `worker.pipeline.run_request` instead. The verdict comes from
+the same `physics.judge` the physics jail runs, so a design fails here exactly as it would there.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common.models.simulation import FailureKind, Objectives, SimOptions, SimulationResult
-from worker.pipeline import publish
+from common.models.simulation import Objectives, SimOptions, SimulationResult
+from worker.errors import Failed
+from worker.job.publish import publish
+from worker.progress import ProgressFn
 from worker.settings import Settings
-from worker.simulation.builder import ModelBuildError
 from worker.simulation.cad import extract_geometry
-from worker.simulation.geometry import GeometryError, validate_geometry
-from worker.simulation.loop import ProgressFn, SimulationTimeout
-from worker.simulation.physics import run_physics
+from worker.simulation.geometry import validate_geometry
+from worker.simulation.physics import PhysicsOutcome, judge
 from worker.storage.base import ArtifactStore
 from worker.storage.local import LocalStore
 
@@ -42,23 +43,24 @@ def simulate_local(
     options = options or SimOptions()
     objectives = objectives or Objectives()
     settings = Settings.from_env()
-    store = store or LocalStore(settings.artifacts_root)
+    store = store or LocalStore(settings.paths.artifacts_root)
     request_id = request_id or f"local-{uuid.uuid4().hex[:12]}"
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="simjail-local-"))
     out_dir = workdir / "physics"
     out_dir.mkdir()
     phases: dict[str, float] = {}
+    geometry: Path | None = None
     try:
         t = time.monotonic()
-        geom = extract_geometry(component, parts)
-        phases["build"] = time.monotonic() - t
         try:
-            validate_geometry(
-                geom, max_parts=settings.max_parts, max_triangles=settings.max_triangles
-            )
-            (workdir / "geometry.json").write_text(geom.model_dump_json())
-            outcome = run_physics(
+            geom = extract_geometry(component, parts)
+            phases["build"] = time.monotonic() - t
+            limits = settings.limits
+            validate_geometry(geom, max_parts=limits.max_parts, max_triangles=limits.max_triangles)
+            geometry = workdir / "geometry.json"
+            geometry.write_text(geom.model_dump_json())
+            outcome = judge(
                 geom,
                 objectives,
                 options,
@@ -66,16 +68,8 @@ def simulate_local(
                 on_progress=on_progress,
                 wall_deadline=None if wall_s is None else time.monotonic() + wall_s,
             )
-        except GeometryError as e:
-            return _fail(
-                request_id, store, out_dir, FailureKind(e.kind), e.message, phases, started
-            )
-        except ModelBuildError as e:
-            return _fail(
-                request_id, store, out_dir, FailureKind.INVALID_GEOMETRY, str(e), phases, started
-            )
-        except SimulationTimeout as e:
-            return _fail(request_id, store, out_dir, FailureKind.TIMEOUT, str(e), phases, started)
+        except Failed as f:  # the geometry was refused before the physics
+            outcome = PhysicsOutcome(failure=f.failure, reason=f.reason, metrics={})
         phases.update(outcome.metrics.get("phases_s", {}))
         return publish(
             request_id=request_id,
@@ -88,30 +82,7 @@ def simulate_local(
             phases=phases,
             started=started,
             digest="in-process",
-            geometry=workdir / "geometry.json",
+            geometry=geometry,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _fail(
-    request_id: str,
-    store: ArtifactStore,
-    out_dir: Path,
-    kind: FailureKind,
-    reason: str,
-    phases: dict[str, float],
-    started: float,
-) -> SimulationResult:
-    return publish(
-        request_id=request_id,
-        store=store,
-        files_dir=out_dir,
-        failure=kind,
-        reason=reason,
-        metrics={},
-        files={},
-        phases=phases,
-        started=started,
-        digest="in-process",
-    )

@@ -343,30 +343,32 @@ def test_url_lifetime_is_bounded(ttl: int) -> None:
         Settings(s3_url_ttl_s=ttl)
 
 
-# --- s3:// design and environment sources (pipeline.Job._resolve) ------------------------------
+# --- s3:// design and environment sources (worker.job.sources) ----------------------------------
 
 
-def _job(store: S3Store, **sources: str) -> Any:
+def _request(**sources: str) -> Any:
     from common.models.simulation import SimulationRequest
-    from worker.pipeline import Job
 
-    request = SimulationRequest.model_validate(
+    return SimulationRequest.model_validate(
         {"request_id": "s3src", **{k: {"uri": v} for k, v in sources.items()}}
     )
-    return Job(request, Settings(), store)
 
 
 def test_s3_sources_are_read_from_the_configured_store(make: Callable[..., S3Store]) -> None:
     store = make("sim/prod")
     store.put_bytes("designs/d.py", b"def build():\n    return None\n", "text/x-python")
     store.put_bytes("designs/part.step", b"ISO-10303-21;", "application/step")
-    job = _job(
-        store,
-        design=store.s3_uri("designs/d.py"),
-        environment=store.s3_uri("designs/part.step"),
+    from worker.job.sources import Source, read_source
+
+    request = _request(
+        design=store.s3_uri("designs/d.py"), environment=store.s3_uri("designs/part.step")
     )
-    assert job._resolve(job.request.design, "design") == ("def build():\n    return None\n", None)
-    assert job._resolve(job.request.environment, "environment") == (None, b"ISO-10303-21;")
+    assert read_source(request.design, "design", store) == Source(
+        "design", code="def build():\n    return None\n"
+    )
+    assert read_source(request.environment, "environment", store) == Source(
+        "environment", step=b"ISO-10303-21;"
+    )
 
 
 @pytest.mark.parametrize(
@@ -385,12 +387,13 @@ def test_s3_sources_outside_the_store_or_over_the_cap_are_invalid_requests(
 ) -> None:
     from common.models.simulation import MAX_CODE_BYTES
     from worker.errors import InvalidRequest
+    from worker.job.sources import read_source
 
     store = make("sim/prod")
     store.put_bytes("designs/big.py", b"#" * (MAX_CODE_BYTES + 1), "text/x-python")
-    job = _job(store, environment=uri.format(bucket=store.bucket), design="file:///dev/null")
+    request = _request(environment=uri.format(bucket=store.bucket), design="file:///dev/null")
     with pytest.raises(InvalidRequest, match=r"^environment\.uri: ") as e:
-        job._resolve(job.request.environment, "environment")
+        read_source(request.environment, "environment", store)
     assert needle in e.value.message
     s3_server.sync_log()
     big = f"/{store.bucket}/sim/prod/designs/big.py"
@@ -399,11 +402,11 @@ def test_s3_sources_outside_the_store_or_over_the_cap_are_invalid_requests(
 
 def test_s3_source_with_an_unreachable_store_is_a_retryable_infrastructure_error() -> None:
     from worker.errors import InfrastructureError, InvalidRequest
+    from worker.job.sources import read_source
 
     store = S3Store("b", endpoint_url="http://127.0.0.1:9", max_attempts=1, **CREDS)
-    job = _job(store, design="s3://b/d.py")
     with pytest.raises(InfrastructureError) as e:
-        job._resolve(job.request.design, "design")
+        read_source(_request(design="s3://b/d.py").design, "design", store)
     assert not isinstance(e.value, InvalidRequest)
     assert "unreachable" in e.value.message
 

@@ -51,3 +51,30 @@ def test_simulate_local_reports_geometry_failures(tmp_path: Path) -> None:
     )
     assert result.failure == FailureKind.INVALID_GEOMETRY
     assert "duplicate part labels ['same']" in result.reason
+
+
+def test_a_control_naming_no_actuator_fails_here_as_it_does_in_the_jail(tmp_path: Path) -> None:
+    """One mapping (physics.judge) for both paths: a FAIL with the same kind and reason."""
+    block = Pos(0, 0, 50) * Box(40, 40, 40)
+    opts = SimOptions.model_validate(
+        {"render": False, "controls": [{"actuator": "nope", "kind": "constant", "value": 1}]}
+    )
+    result = simulate_local(block, opts, store=LocalStore(tmp_path), request_id="ctl")
+    assert result.failure == FailureKind.INVALID_GEOMETRY
+    assert result.reason == "controls name unknown actuators ['nope'] (known: none)"
+
+
+def test_a_bug_of_ours_is_crashed_never_blamed_on_the_design(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bare ValueError raised by our own code is not the design's INVALID_GEOMETRY."""
+    from worker.simulation import physics
+
+    def broken(*args: object, **kw: object) -> None:
+        raise ValueError("an internal mistake")
+
+    monkeypatch.setattr(physics, "build_scene", broken)
+    block = Pos(0, 0, 50) * Box(40, 40, 40)
+    result = simulate_local(block, SimOptions(render=False), store=LocalStore(tmp_path))
+    assert result.failure == FailureKind.CRASHED
+    assert result.reason == "The physics step failed: ValueError: an internal mistake"

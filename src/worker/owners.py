@@ -1,0 +1,21 @@
+"""Who owns a leftover. Job directories and per-job cgroups carry the pid of the worker process
+that made them, so a restarted worker removes what dead workers left and never touches the
+jobs of a live one on the same machine."""
+
+from __future__ import annotations
+
+import os
+
+
+def owner_alive(pid: int) -> bool:
+    """Whether `pid` is a live process other than this one. Called before this process starts
+    any job, so its own pid in a leftover name means an earlier process that had it."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
