@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import threading
 import time
-from dataclasses import dataclass
 
 import structlog
 from temporalio import activity
@@ -33,28 +32,19 @@ from temporalio.exceptions import ApplicationError
 from common.models.simulation import SimulationRequest, SimulationResult
 from worker import metrics
 from worker.errors import InfrastructureError, InvalidRequest, JobCancelled
+from worker.progress import Progress
 from worker.sandbox.launcher import Launcher
 from worker.settings import Settings
-from worker.simulation.loop import Progress
+from worker.simulation.temporal.shared import (
+    ACTIVITY_NAME,
+    HEARTBEAT_INTERVAL_S,
+    INFRASTRUCTURE_ERROR,
+    INVALID_REQUEST,
+    HeartbeatDetails,
+)
 from worker.storage.base import ArtifactStore
 
 log = structlog.get_logger("simjail.activity")
-
-ACTIVITY_NAME = "run_simulation"
-INVALID_REQUEST = "InvalidRequest"
-"""ApplicationError type of a malformed request; the workflow's retry policy never retries it."""
-INFRASTRUCTURE_ERROR = "InfrastructureError"
-
-
-@dataclass(frozen=True)
-class HeartbeatDetails:
-    """What every heartbeat carries (small: a few dozen bytes). On a retried attempt Temporal
-    hands previous details back as plain dicts; simjail does not resume from them."""
-
-    phase: str
-    sim_time_s: float
-    fraction: float
-    elapsed_s: float
 
 
 class SimulationActivities:
@@ -67,7 +57,7 @@ class SimulationActivities:
         store: ArtifactStore,
         *,
         launcher: Launcher | None = None,
-        heartbeat_interval_s: float = 2.0,
+        heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -169,20 +159,3 @@ class SimulationActivities:
 
 def _as_dict(d: HeartbeatDetails) -> dict[str, object]:
     return {"phase": d.phase, "sim_time_s": d.sim_time_s, "fraction": d.fraction}
-
-
-_default: SimulationActivities | None = None
-
-
-@activity.defn(name=ACTIVITY_NAME)
-async def run_simulation(request: SimulationRequest) -> SimulationResult:
-    """The activity with the worker's settings from the environment (SIMJAIL_*) and the store
-    they configure; for workers that register a plain function. `worker.main` registers a
-    configured SimulationActivities instead."""
-    global _default
-    if _default is None:
-        from worker.storage import make_store
-
-        settings = Settings.from_env()
-        _default = SimulationActivities(settings, make_store(settings))
-    return await _default.run_simulation(request)

