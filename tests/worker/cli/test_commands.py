@@ -95,6 +95,7 @@ CASES: dict[str, list[str]] = {
     "usage-unknown-flag": ["run", "{d}/drop.py", "--fast"],
     "usage-unknown-command": ["fly", "{d}/drop.py"],
     "store-unwritable": ["run", "{d}/zerodiv.py", "--out", "{d}/not-a-file/out", "--no-render"],
+    "policy-show": ["policy", "show"],
 }
 
 
@@ -179,6 +180,14 @@ def test_success_json_exits_0(runs: dict[str, Run]) -> None:
 
 
 @pytest.mark.slow
+def test_policy_show_prints_the_digest_results_carry(runs: dict[str, Run]) -> None:
+    """Same settings, same policy, same name, same value: `policy show` and a result agree."""
+    show = runs["policy-show"]
+    assert show.rc == 0, show.stderr
+    (line,) = [ln for ln in show.stdout.splitlines() if ln.startswith("policy digest:")]
+    assert line.split()[2] == json_result(runs["success-json"]).policy_digest
+
+
 def test_fail_json_exits_1(runs: dict[str, Run]) -> None:
     run = runs["fail-json"]
     assert run.rc == 1, run.stderr

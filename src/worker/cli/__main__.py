@@ -1,0 +1,5 @@
+"""`python -m worker.cli …` is `simjail …`."""
+
+from worker.cli.main import entry
+
+entry()

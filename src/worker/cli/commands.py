@@ -1,0 +1,279 @@
+"""The `simjail` subcommands. Each turns its flags into calls of the library (a request from
+files, the pipeline, the Temporal client, worker and dev server, the sandbox policy) and prints
+through `worker.cli.output`; none does domain work of its own. Heavy modules are imported inside
+the command that needs them, so `simjail --help` loads neither MuJoCo nor build123d.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from common.models.simulation import SimulationRequest
+from worker.cli import output
+from worker.cli.output import EXIT_INFRA, EXIT_INVALID, EXIT_SUCCESS
+from worker.errors import InvalidRequest
+from worker.request_files import load_mapping, request_from_files
+from worker.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def _request(args: argparse.Namespace) -> SimulationRequest:
+    """The request the flags describe; InvalidRequest naming every bad field."""
+    try:
+        return request_from_files(
+            args.design,
+            environment=args.environment,
+            objectives=args.objectives,
+            options=args.options,
+            duration_s=args.duration,
+            render=False if args.no_render else None,
+            request_id=args.request_id,
+        )
+    except ValidationError as e:
+        raise InvalidRequest(output.validation_message(e)) from None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    if getattr(args, "unsafe_subprocess", False):
+        settings = settings.replace(sandbox="unsafe-subprocess")
+    return settings
+
+
+def _connect_options(args: argparse.Namespace) -> Any:
+    from worker.simulation.temporal.client import ConnectOptions
+
+    return ConnectOptions(
+        address=args.address,
+        namespace=args.namespace,
+        profile=args.profile,
+        tls=args.tls,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        api_key=os.environ.get(args.api_key_env) or None,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from worker.pipeline import run_request
+    from worker.storage import make_store
+    from worker.storage.local import LocalStore
+
+    request = _request(args)
+    settings = _settings(args)
+    # --out names a local directory for the artifacts; s3:// sources still come from the
+    # configured S3 store.
+    store = LocalStore(args.out) if args.out else make_store(settings)
+    sources = make_store(settings) if args.out and settings.store.kind == "s3" else store
+    progress = output.TerminalProgress()
+    try:
+        result = run_request(request, settings, store, on_progress=progress, sources=sources)
+    finally:
+        progress.done()
+    structlog.get_logger("simjail.cli").info(
+        "job.done", request_id=request.request_id, outcome=result.outcome, failure=result.failure
+    )
+    return output.emit(result, args.json)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from temporalio.client import WorkflowFailureError
+
+    from worker.simulation.temporal import client as simclient
+
+    request = _request(args)
+    opts = _connect_options(args)
+
+    async def go() -> int:
+        try:
+            client = await simclient.connect(opts)
+        except Exception as e:  # unreachable server, bad TLS: infrastructure
+            output.error(f"cannot connect to Temporal at {_address(opts)}: {e}")
+            return EXIT_INFRA
+        handle = await simclient.submit(client, request, task_queue=args.task_queue)
+        if not args.wait:
+            if args.json:
+                sys.stdout.write(json.dumps({"workflow_id": handle.id}) + "\n")
+            else:
+                print(handle.id)
+            return EXIT_SUCCESS
+        try:
+            result = await handle.result()
+        except WorkflowFailureError as e:
+            return output.workflow_failure(e)
+        return output.emit(result, args.json)
+
+    return asyncio.run(go())
+
+
+def _address(opts: Any) -> str:
+    try:
+        return str(opts.connect_config()["target_host"])
+    except Exception:
+        return str(opts.address or "the configured address")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.simulation.temporal import client as simclient
+    from worker.simulation.temporal.worker import prepare_worker, run_worker, start_metrics
+
+    settings = _settings(args)
+    # Fail fast, before connecting (budgets, SandboxUnavailable, ProbeFailed → 3).
+    launcher = prepare_worker(settings)
+    opts = _connect_options(args)
+
+    async def go() -> int:
+        runtime = None
+        if args.metrics_port is not None:
+            try:
+                runtime, _ = start_metrics(args.metrics_port)
+            except OSError as e:
+                output.error(f"cannot serve metrics on port {args.metrics_port}: {e}")
+                return EXIT_INFRA
+        try:
+            client = await simclient.connect(opts, runtime=runtime)
+        except Exception as e:
+            output.error(f"cannot connect to Temporal at {_address(opts)}: {e}")
+            return EXIT_INFRA
+        await run_worker(
+            client,
+            settings,
+            launcher=launcher,
+            task_queue=args.task_queue,
+            slots=args.slots,
+            graceful_shutdown_s=args.graceful_shutdown,
+        )
+        return EXIT_SUCCESS
+
+    return asyncio.run(go())
+
+
+def demo_request() -> SimulationRequest:
+    """examples/ramp under a fresh id: the same id would return the stored result of the last
+    demo (submission is idempotent) instead of running it again."""
+    import uuid
+
+    ramp = EXAMPLES / "ramp"
+    return request_from_files(
+        ramp / "design.py",
+        environment=ramp / "environment.py",
+        objectives=ramp / "objectives.yaml",
+        request_id=f"ramp-demo-{uuid.uuid4().hex[:8]}",
+    )
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from temporalio.client import WorkflowFailureError
+
+    from worker.simulation.temporal.dev import run_dev
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    demo = asyncio.run(
+        run_dev(
+            _settings(args),
+            port=args.port,
+            ui_port=args.ui_port,
+            db_filename=args.db_filename,
+            demo=demo_request() if args.demo else None,
+            slots=args.slots,
+            graceful_shutdown_s=args.graceful_shutdown,
+            metrics_port=args.metrics_port,
+            say=say,
+        )
+    )
+    print("Temporal dev server stopped.", file=sys.stderr)
+    if demo is None:
+        return EXIT_SUCCESS
+    if isinstance(demo.error, WorkflowFailureError):
+        return output.workflow_failure(demo.error)
+    if demo.error is not None or demo.result is None:
+        output.error(f"the demo failed: {demo.error}")
+        return EXIT_INFRA
+    print(f"End to end through Temporal: {demo.seconds:.2f} s")
+    return output.emit(demo.result, False)
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from worker.job.children import build_spec, physics_spec, policy_digest
+    from worker.sandbox.nsjail import NsjailLauncher
+    from worker.sandbox.policy import Policy
+
+    settings = Settings.from_env()
+    policy = Policy(settings.paths.policy_root)
+    launcher = NsjailLauncher(policy)
+    if args.policy_command == "check":
+        return _policy_check(launcher)
+    options = load_mapping(args.options, "options") if args.options else {}
+    try:
+        request = SimulationRequest.model_validate(
+            {"request_id": "policy-show", "design": {"code": ""}, "options": options}
+        )
+    except ValidationError as e:
+        output.error(output.validation_message(e))
+        return EXIT_INVALID
+    limits = settings.limits.tighten(request.options.limits)
+    job = Path("<job dir>")
+    specs = {"build": build_spec(limits, "design", job), "physics": physics_spec(limits, job, job)}
+    print(f"policy directory:    {policy.root}")
+    print(f"policy files digest: {policy.digest()}")
+    print(f"policy digest:       {policy_digest(launcher, limits)}  (what a result carries)")
+    for jail, spec in specs.items():
+        if args.jail and jail != args.jail:
+            continue
+        cfg = policy.config(jail)
+        print(f"\n=== {jail} jail: {cfg} ===")
+        print("ceilings from the file:   " + _kv(policy.ceilings(jail)))
+        print("effective for this job:   " + _kv(launcher.limits(spec)))
+        print(f"seccomp policy:           {policy.seccomp_file(jail)}")
+        print(f"--- {cfg.name} ---")
+        print(cfg.read_text().rstrip())
+    seccomp = {policy.seccomp_file(j) for j in specs if not args.jail or j == args.jail}
+    for f in sorted(seccomp):
+        print(f"\n--- {f.relative_to(policy.root)} ---")
+        print(f.read_text().rstrip())
+    return EXIT_SUCCESS
+
+
+def _kv(d: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
+def _policy_check(launcher: Any) -> int:
+    """Start a real jail of each kind; exit 3 loudly if any does not work."""
+    from worker.sandbox.probe import ProbeFailed, probe
+
+    launcher.check()
+    print(f"nsjail:  {launcher.binary}")
+    print(f"digest:  {launcher.policy.digest()}")
+    ok = True
+    for jail in ("build", "physics"):
+        try:
+            seen = probe(launcher, jail)
+        except ProbeFailed as e:
+            print(f"FAIL {jail}: {e.message}")
+            ok = False
+            continue
+        extra = ""
+        if "rendered_mean" in seen:
+            extra = f", rendered (mean {seen['rendered_mean']:.0f})"
+        print(
+            f"ok   {jail}: uid {seen['uid']}, pid {seen['pid']}, hostname "
+            f"{seen['hostname']!r}, env {seen['env_keys']}{extra}, {seen['wall_s']:.2f} s"
+        )
+    if not ok:
+        output.error("the sandbox policy does not work here; refusing untrusted code")
+        return EXIT_INFRA
+    return EXIT_SUCCESS

