@@ -55,14 +55,72 @@ def canaries() -> Iterator[Canaries]:
         home_file.unlink(missing_ok=True)
 
 
+CODE_CPU_S = 4.0
+"""CPU seconds a hostile design's own code gets, beyond what a cold build costs here."""
+WALL_MARGIN_S = 4.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The suite's build budgets, calibrated when it starts, so that no case depends on this
+    machine's speed: `import build123d` alone costs 2.2 s of CPU on one machine of this kind and
+    4.4 s on another, which a fixed 4 s budget cannot hold. A cold build (the import and one
+    box) is measured in a real jail; the design's code then gets CODE_CPU_S of CPU beyond it,
+    and a wall budget that a busy loop cannot reach before its CPU budget, even where the CPU
+    runs slower than the wall clock (a throttled machine)."""
+
+    cold_cpu_s: float
+    cold_wall_s: float
+
+    @property
+    def speed(self) -> float:
+        """CPU seconds per wall second a busy build gets here (1 on an idle core)."""
+        return min(1.0, self.cold_cpu_s / self.cold_wall_s)
+
+    @property
+    def cpu_s(self) -> float:
+        return round(self.cold_cpu_s + CODE_CPU_S, 1)
+
+    @property
+    def wall_s(self) -> float:
+        return round(self.cold_wall_s + CODE_CPU_S / self.speed + WALL_MARGIN_S, 1)
+
+    @property
+    def quick_s(self) -> float:
+        """A bound on a build that ends soon after its import: it waited for no limit."""
+        return round(1.5 * self.cold_wall_s + 2.0, 1)
+
+
 @pytest.fixture(scope="session")
-def hostile_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def budget(tmp_path_factory: pytest.TempPathFactory) -> Budget:
+    """Measured once: a design that imports build123d and returns a box, in the real jail."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("calibration"), sandbox="nsjail")
+    request = SimulationRequest.model_validate(
+        {
+            "request_id": "hostile-calibration",
+            "design": {
+                "code": "from build123d import Box, Pos\nresult = Pos(0, 0, 9) * Box(9, 9, 9)"
+            },
+            "options": {"render": False, "duration_s": 0.1},
+        }
+    )
+    store = LocalStore(tmp_path_factory.mktemp("calibration-artifacts"))
+    result = run_request(request, settings, store)
+    assert result.outcome == "SUCCESS", result.reason
+    res = result.metrics["resources"]["build_design"]
+    measured = Budget(cold_cpu_s=res["cpu_s"], cold_wall_s=res["wall_s"])
+    print(f"\nhostile budgets: {measured} → cpu {measured.cpu_s} s, wall {measured.wall_s} s")
+    return measured
+
+
+@pytest.fixture(scope="session")
+def hostile_settings(tmp_path_factory: pytest.TempPathFactory, budget: Budget) -> Settings:
     """Tight limits so that every exhaustion case ends within seconds."""
     return Settings(
         data_dir=tmp_path_factory.mktemp("data"),
         sandbox="nsjail",
-        build_wall_s=8,
-        build_cpu_s=4,
+        build_wall_s=budget.wall_s,
+        build_cpu_s=budget.cpu_s,
         memory_mb=768,
         physics_wall_s=60,
         max_output_bytes=256 * 1024,

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
 from common.models.simulation import FailureKind, SimulationResult
+
+if TYPE_CHECKING:
+    from conftest import Budget
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +33,9 @@ def box():
 """
 
 
-def test_ignoring_termination_signals_and_sleeping_is_timeout(run_design: RunDesign) -> None:
+def test_ignoring_termination_signals_and_sleeping_is_timeout(
+    run_design: RunDesign, budget: Budget
+) -> None:
     r = run_design(
         """
         import signal, time
@@ -43,10 +49,13 @@ def test_ignoring_termination_signals_and_sleeping_is_timeout(run_design: RunDes
     )
     assert r.failure == FailureKind.TIMEOUT
     assert r.reason == "The design build step did not finish within its time limit."
-    assert 7.5 <= r.metrics["resources"]["build_design"]["wall_s"] < 11
+    assert budget.wall_s - 0.5 <= r.metrics["resources"]["build_design"]["wall_s"]
+    assert r.metrics["resources"]["build_design"]["wall_s"] < budget.wall_s + 3
 
 
-def test_atexit_handler_that_sleeps_forever_is_skipped(run_design: RunDesign) -> None:
+def test_atexit_handler_that_sleeps_forever_is_skipped(
+    run_design: RunDesign, budget: Budget
+) -> None:
     """The build child leaves with os._exit once its frame is sent: atexit hooks and finalizers
     belong to the user's code and never run."""
     r = run_design(
@@ -64,10 +73,12 @@ def build():
     )
     assert r.outcome == "SUCCESS", r.reason
     assert r.failure is None
-    assert r.metrics["resources"]["build_design"]["wall_s"] < 6
+    assert r.metrics["resources"]["build_design"]["wall_s"] < budget.quick_s
 
 
-def test_non_daemon_thread_left_running_does_not_block_exit(run_design: RunDesign) -> None:
+def test_non_daemon_thread_left_running_does_not_block_exit(
+    run_design: RunDesign, budget: Budget
+) -> None:
     """Interpreter shutdown would join a non-daemon thread forever; os._exit does not."""
     r = run_design(
         BOX
@@ -79,7 +90,7 @@ def build():
 """
     )
     assert r.outcome == "SUCCESS", r.reason
-    assert r.metrics["resources"]["build_design"]["wall_s"] < 6
+    assert r.metrics["resources"]["build_design"]["wall_s"] < budget.quick_s
 
 
 def test_daemonised_grandchild_dies_with_the_jail(run_design: RunDesign) -> None:

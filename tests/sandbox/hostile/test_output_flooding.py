@@ -13,11 +13,15 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import pytest
 
 from common.models.simulation import FailureKind, SimulationResult
+
+if TYPE_CHECKING:
+    from conftest import Budget
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +51,7 @@ def logs_of(r: SimulationResult) -> str:
     return Path(urlparse(r.artifact_urls["logs"]).path).read_text()
 
 
-def test_stdout_flood_is_output_limit(run_design: RunDesign) -> None:
+def test_stdout_flood_is_output_limit(run_design: RunDesign, budget: Budget) -> None:
     r = run_design(
         """
         def build():
@@ -57,7 +61,7 @@ def test_stdout_flood_is_output_limit(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.OUTPUT_LIMIT
     assert r.reason == "The design build step wrote more than the allowed amount to stdout."
-    assert r.metrics["resources"]["build_design"]["wall_s"] < 3
+    assert r.metrics["resources"]["build_design"]["wall_s"] < budget.quick_s
 
 
 def test_stderr_flood_is_output_limit(run_design: RunDesign) -> None:
@@ -91,7 +95,9 @@ def test_flood_without_newline_is_output_limit(run_design: RunDesign) -> None:
     assert re.search(r"\[… \d+ more bytes dropped\]", logs)
 
 
-def test_forked_grandchild_holding_stdout_does_not_hang_the_job(run_design: RunDesign) -> None:
+def test_forked_grandchild_holding_stdout_does_not_hang_the_job(
+    run_design: RunDesign, budget: Budget
+) -> None:
     """A forked child keeps printing (with SIGTERM and SIGHUP ignored) after the design's main
     process failed. The main process is PID 1 of the jail's pid namespace: when it exits, the
     kernel kills every other process in it, so the pipe closes and the job ends at once."""
@@ -113,11 +119,11 @@ def test_forked_grandchild_holding_stdout_does_not_hang_the_job(run_design: RunD
     assert r.failure == FailureKind.USER_CODE_ERROR
     assert r.reason == "RuntimeError: parent gives up (design.py, line 11, in build)"
     assert "still here" in logs_of(r)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < budget.quick_s + 2
 
 
 def test_subprocess_holding_stdout_after_build_returned_does_not_hang(
-    run_design: RunDesign,
+    run_design: RunDesign, budget: Budget
 ) -> None:
     """A second interpreter started with subprocess inherits stdout and keeps writing to it
     after build() returned good geometry: the job still ends as soon as the build is done, and
@@ -135,8 +141,8 @@ def build():
     )
     assert r.outcome == "SUCCESS", r.reason
     assert r.failure is None
-    assert r.metrics["resources"]["build_design"]["wall_s"] < 6
-    assert time.monotonic() - t0 < 15
+    assert r.metrics["resources"]["build_design"]["wall_s"] < budget.quick_s
+    assert time.monotonic() - t0 < 15 + 2 * budget.quick_s
 
 
 def test_fake_sandbox_log_and_result_lines_do_not_change_the_verdict(

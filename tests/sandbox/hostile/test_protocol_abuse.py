@@ -12,12 +12,16 @@ import json
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 
 from common.models.simulation import FailureKind, SimulationResult
+
+if TYPE_CHECKING:
+    from conftest import Budget
 from worker.simulation.geometry import Geometry, Mesh, Part
 
 pytestmark = pytest.mark.slow
@@ -131,7 +135,7 @@ def test_partial_frame_then_exit_is_protocol_violation(run_design: RunDesign) ->
     assert "truncated frame (9 bytes)" in r.reason
 
 
-def test_huge_length_prefix_is_protocol_violation(run_design: RunDesign) -> None:
+def test_huge_length_prefix_is_protocol_violation(run_design: RunDesign, budget: Budget) -> None:
     # The prefix alone must be refused: the design then waits, so only the supervisor's check
     # (not an end of stream) can end the job quickly.
     r = run_design(
@@ -146,7 +150,7 @@ def test_huge_length_prefix_is_protocol_violation(run_design: RunDesign) -> None
     )
     assert r.failure == FailureKind.PROTOCOL_VIOLATION
     assert "frame of 4294967295 bytes exceeds the cap" in r.reason
-    assert r.metrics["resources"]["build_design"]["wall_s"] < 5
+    assert r.metrics["resources"]["build_design"]["wall_s"] < budget.quick_s
 
 
 def test_forged_geometry_then_junk_results_first_wins_and_physics_judges(
