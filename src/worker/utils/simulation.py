@@ -57,7 +57,12 @@ def simulate_local(
             geom = extract_geometry(component, parts)
             phases["build"] = time.monotonic() - t
             limits = settings.limits
-            validate_geometry(geom, max_parts=limits.max_parts, max_triangles=limits.max_triangles)
+            validate_geometry(
+                geom,
+                max_parts=limits.max_parts,
+                max_triangles=limits.max_triangles,
+                max_vertices=limits.max_vertices,
+            )
             geometry = workdir / "geometry.json"
             geometry.write_text(geom.model_dump_json())
             outcome = judge(
