@@ -36,6 +36,21 @@ def version(root: Path = ROOT) -> int:
     return 2 if (root / "cgroup.controllers").exists() else 1
 
 
+def own_cgroup(controller: str, proc_cgroup: Path = Path("/proc/self/cgroup")) -> str:
+    """This process's group in a v1 hierarchy (`cpu`), relative to its mount ("" for the
+    root): the per-job CPU groups nest under it, so a worker started inside a CPU quota (a
+    container, a systemd slice, `./dev slow-test`) keeps its jails inside that quota too."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return path.strip("/")
+    return ""
+
+
 @dataclass
 class JobCgroups:
     """The parent cgroups of one job. `relative` is what nsjail's --cgroup_*_parent takes."""
@@ -47,32 +62,42 @@ class JobCgroups:
 
     def __post_init__(self) -> None:
         self.relative = f"{PARENT}/{self.job}"
+        """What nsjail's --cgroup_mem_parent and --cgroup_pids_parent take."""
+        self.cpu_relative = "/".join(p for p in (own_cgroup("cpu"), PARENT, self.job) if p)
+        """What --cgroup_cpu_parent takes: under this process's own CPU group."""
         self.v = version(self.root)
         if self.v == 1:
-            self.dirs = [self.root / "memory" / self.relative, self.root / "pids" / self.relative]
+            self.dirs = [
+                self.root / "memory" / self.relative,
+                self.root / "pids" / self.relative,
+                self.root / "cpu" / self.cpu_relative,
+            ]
         else:
             self.dirs = [self.root / self.relative]
 
     def create(self) -> None:
         try:
             if self.v == 1:
-                mem, pids = self.dirs
+                mem, pids, cpu = self.dirs
                 mem.mkdir(parents=True, exist_ok=True)
                 pids.mkdir(parents=True, exist_ok=True)
+                # No limit here: nsjail puts the policy's cgroup_cpu_ms_per_sec on its own
+                # group inside; this parent only holds it, for cleanup and stale removal.
+                cpu.mkdir(parents=True, exist_ok=True)
                 _write(mem / "memory.limit_in_bytes", self.memory_bytes)
                 with contextlib.suppress(OSError):  # absent without swap accounting
                     _write(mem / "memory.memsw.limit_in_bytes", self.memory_bytes)
                 _write(pids / "pids.max", self.pids_max)
             else:
                 (self.root / PARENT).mkdir(exist_ok=True)
-                _write(self.root / "cgroup.subtree_control", "+memory +pids")
-                _write(self.root / PARENT / "cgroup.subtree_control", "+memory +pids")
+                _write(self.root / "cgroup.subtree_control", "+memory +pids +cpu")
+                _write(self.root / PARENT / "cgroup.subtree_control", "+memory +pids +cpu")
                 d = self.dirs[0]
                 d.mkdir(exist_ok=True)
                 _write(d / "memory.max", self.memory_bytes)
                 _write(d / "memory.swap.max", 0)
                 _write(d / "pids.max", self.pids_max)
-                _write(d / "cgroup.subtree_control", "+memory +pids")
+                _write(d / "cgroup.subtree_control", "+memory +pids +cpu")
         except OSError as e:
             self.remove()
             raise CgroupError(f"cannot set up cgroups under {self.root}: {e}") from e
@@ -81,7 +106,7 @@ class JobCgroups:
         peak: int | None
         try:
             if self.v == 1:
-                mem, pids = self.dirs
+                mem, pids, _ = self.dirs
                 peak = int(_read(mem / "memory.max_usage_in_bytes"))
                 # memory.failcnt alone misses the OOM: with memsw limited too, the memsw counter
                 # is charged first and fails first, and kernels from 6.13 on count no failcnt

@@ -212,7 +212,8 @@ class NsjailLauncher:
             argv = [
                 str(self.binary), "--config", str(self.policy.config(jail)),
                 # No cgroups for the probe: they need the per-job parents the supervisor makes.
-                "--cgroup_mem_max", "0", "--cgroup_pids_max", "0", "--time_limit", "30",
+                "--cgroup_mem_max", "0", "--cgroup_pids_max", "0", "--cgroup_cpu_ms_per_sec", "0",
+                "--time_limit", "30",
                 "--", str(self.python), "-I", "-c", "pass",
             ]  # fmt: skip
             try:
@@ -269,6 +270,7 @@ class NsjailLauncher:
             "--cgroup_mem_max", str(memory + MEMORY_BACKSTOP),
             "--cgroup_mem_parent", cg.relative,
             "--cgroup_pids_parent", cg.relative,
+            "--cgroup_cpu_parent", cg.cpu_relative,
             # Plumbing: nsjail's log on its own pipe, the frame pipe passed through.
             "--log_fd", str(log_fd),
             "--pass_fd", str(frame_fd),
@@ -301,6 +303,8 @@ def remove_stale_cgroups(root: Path | None = None) -> list[str]:
     for top in (
         base / "memory" / cgroups.PARENT,
         base / "pids" / cgroups.PARENT,
+        base / "cpu" / cgroups.PARENT,
+        base / "cpu" / cgroups.own_cgroup("cpu") / cgroups.PARENT,
         base / cgroups.PARENT,
     ):
         if not top.is_dir():

@@ -154,7 +154,9 @@ def test_a_busy_loop_past_the_cpu_limit_is_cpu_limit(jail: Jail, jail_job: Path)
     assert fin.returncode == 128 + signal.SIGKILL  # RLIMIT_CPU with soft == hard: SIGKILL
     assert without_peak(out.report) == JailReport(signal=signal.SIGKILL, cpu_exceeded=True)
     assert "time limit" not in out.jail_log
-    assert 1.0 <= fin.cpu_s < 2.0
+    # The kernel checks RLIMIT_CPU against the scheduler's runtime, rusage splits it into
+    # user and system time by ticks: under a CPU quota they differ by a few per cent.
+    assert 0.9 <= fin.cpu_s < 2.0
     assert elapsed < 5
     assert classify(out) == Failure(
         FailureKind.CPU_LIMIT, "The test step used up its CPU time limit."

@@ -24,7 +24,7 @@ from worker.sandbox.launcher import (
     LaunchSpec,
     SubprocessLauncher,
 )
-from worker.sandbox.protocol import BuildJob, FrameCaps, ProgressFrame
+from worker.sandbox.protocol import PHYSICS_CAPS, BuildJob, FrameCaps, ProgressFrame
 from worker.sandbox.supervisor import (
     KILL_GRACE_S,
     SUPERVISOR_GRACE_S,
@@ -262,7 +262,7 @@ def test_huge_length_prefix_is_protocol_violation(tmp_path: Path) -> None:
     assert classify(out) == Failure(
         FailureKind.PROTOCOL_VIOLATION,
         "The build step broke the result protocol: "
-        f"frame of {2**32 - 1} bytes exceeds the cap of {64 * 1024 * 1024}.",
+        f"frame of {2**32 - 1} bytes exceeds the cap of {PHYSICS_CAPS.frame_bytes}.",
     )
     assert out.report.signal == signal.SIGKILL
     assert elapsed < 5
