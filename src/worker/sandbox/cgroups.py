@@ -130,6 +130,35 @@ class JobCgroups:
             return Usage(None, False, False)
         return Usage(peak, hit, pids_hit)
 
+    def in_force(self) -> dict[str, int | None]:
+        """The limits that hold for a jail inside these groups now (while it runs): memory and
+        pids the tighter of this parent's and nsjail's own group's, CPU nsjail's quota in ms
+        per second (None: no limit, or not readable)."""
+        found: dict[str, int | None] = {}
+        if self.v == 1:
+            mem, pids, cpu = self.dirs
+            found["cgroup_mem_max"] = _tightest(mem, "memory.limit_in_bytes")
+            found["cgroup_pids_max"] = _tightest(pids, "pids.max")
+            limited = []
+            for g in [cpu, *cpu.glob("NSJAIL.*")]:
+                with contextlib.suppress(OSError, ValueError):
+                    q = int(_read(g / "cpu.cfs_quota_us"))
+                    if q > 0:
+                        limited.append(q * 1000 // int(_read(g / "cpu.cfs_period_us")))
+            found["cgroup_cpu_ms_per_sec"] = min(limited) if limited else None
+        else:
+            d = self.dirs[0]
+            found["cgroup_mem_max"] = _tightest(d, "memory.max")
+            found["cgroup_pids_max"] = _tightest(d, "pids.max")
+            limited = []
+            for g in [d, *d.glob("NSJAIL.*")]:
+                with contextlib.suppress(OSError, ValueError):
+                    quota, period = _read(g / "cpu.max").split()
+                    if quota != "max":
+                        limited.append(int(quota) * 1000 // int(period))
+            found["cgroup_cpu_ms_per_sec"] = min(limited) if limited else None
+        return found
+
     def remove(self) -> None:
         """Kill whatever is still inside (nsjail itself may have been killed) and remove the
         groups, nsjail's leftovers included. Never raises."""
@@ -154,6 +183,17 @@ def _kill_all(d: Path) -> None:
             for line in procs.read_text().split():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(line), signal.SIGKILL)
+
+
+def _tightest(d: Path, name: str) -> int | None:
+    """The smallest value of the file `name` in `d` and in nsjail's groups below it."""
+    values = []
+    for g in [d, *d.glob("NSJAIL.*")]:
+        with contextlib.suppress(OSError, ValueError):
+            text = _read(g / name)
+            if text != "max":
+                values.append(int(text))
+    return min(values) if values else None
 
 
 def _write(path: Path, value: object) -> None:

@@ -285,6 +285,41 @@ class ProbeJob(_Job):
     render: bool
 
 
+class ProbeReport(_Frame):
+    """What the probe child saw inside its jail (`simjail policy check` compares it with what
+    the policy files promise)."""
+
+    uid: int
+    gid: int
+    pid: int
+    hostname: str
+    env_keys: list[str]
+    out_writable: bool
+    limits: dict[str, tuple[int | None, int | None]]
+    """Row of /proc/self/limits → (soft, hard); None is unlimited."""
+    uid_map: str
+    gid_map: str
+    status: dict[str, str]
+    """Cap*, NoNewPrivs and Seccomp lines of /proc/self/status."""
+    interfaces: list[str]
+    """The network interfaces that are up."""
+    mounts: list[tuple[str, bool]]
+    """Every mount point and whether it is read-only."""
+    tmpfs_bytes: dict[str, int]
+    x32_errno: int | None
+    """errno of a call through the x32 ABI (None: the call went through)."""
+    denied: dict[str, int]
+    """Forbidden calls tried in forked children → how each child ended (-31: SIGSYS)."""
+    rendered_mean: float | None = None
+
+
+def probe_report(frame: ResultFrame) -> ProbeReport:
+    try:
+        return ProbeReport.model_validate(frame.payload)
+    except ValidationError as e:
+        raise ProtocolError(f"the probe report is malformed at {_first_error(e)}") from None
+
+
 # --- Result payloads --------------------------------------------------------------------------
 
 
