@@ -136,7 +136,13 @@ def build(job: Job, inputs: list[Source]) -> Geometry:
     finally:
         job.phases["build"] = time.monotonic() - t
     geom = merge(results[0], results[1] if len(results) > 1 else None)
-    validate_geometry(geom, max_parts=job.limits.max_parts, max_triangles=job.limits.max_triangles)
+    lim = job.limits
+    validate_geometry(
+        geom,
+        max_parts=lim.max_parts,
+        max_triangles=lim.max_triangles,
+        max_vertices=lim.max_vertices,
+    )
     (job.dir.path / "geometry.json").write_text(geom.model_dump_json())
     return geom
 

@@ -50,9 +50,13 @@ class JobLimits(_Frozen):
     physics_memory_mb: int = Field(default=4096, gt=0)
     max_parts: int = Field(default=200, gt=0)
     max_triangles: int = Field(default=200_000, gt=0)
+    max_vertices: int = Field(default=400_000, gt=0)
+    """Mesh vertices in all (build123d does not weld them: a box has 24 for 12 triangles)."""
     max_output_bytes: int = Field(default=1024 * 1024, gt=0)
     """Per stream (stdout, stderr) of each child; more is OUTPUT_LIMIT."""
     max_frame_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    """No frame from any child is larger; a build child's are capped tighter, by the largest
+    geometry the caps above allow (protocol.geometry_caps: ~11.3 MB at the defaults)."""
     max_artifact_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     """Largest file copied out of the physics jail (the video)."""
 

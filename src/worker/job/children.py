@@ -18,7 +18,7 @@ from worker.errors import InfrastructureError, JobCancelled
 from worker.progress import Progress, ProgressFn
 from worker.sandbox.launcher import Launcher, LaunchSpec
 from worker.sandbox.policy import judging_digest, judging_record
-from worker.sandbox.protocol import ProgressFrame
+from worker.sandbox.protocol import PHYSICS_CAPS, FrameCaps, ProgressFrame, geometry_caps
 from worker.sandbox.supervisor import ChildOutcome, LaunchError, run_child
 from worker.settings import JobLimits
 from worker.text import quote_lines
@@ -109,6 +109,18 @@ class Children:
         with self._lock:
             return "".join(self._logs)
 
+    def frame_caps(self, jail: str) -> FrameCaps:
+        """A build child may send the largest geometry the job's caps allow and no more; the
+        physics child its metrics. Never above the job's max_frame_bytes."""
+        lim = self.limits
+        caps = (
+            geometry_caps(lim.max_parts, lim.max_triangles, lim.max_vertices)
+            if jail == "build"
+            else PHYSICS_CAPS
+        )
+        frame = min(caps.frame_bytes, lim.max_frame_bytes)
+        return FrameCaps(frame, min(caps.total_bytes, 4 * frame), caps.values)
+
     def run(self, spec: LaunchSpec, resource_key: str) -> ChildOutcome:
         """Run one child to its end. Raises JobCancelled (cancelled before or during it) and
         InfrastructureError (the launcher could not start it); every other ending is in the
@@ -132,7 +144,7 @@ class Children:
                     spec,
                     on_progress=relay,
                     max_output_bytes=self.limits.max_output_bytes,
-                    max_frame_bytes=self.limits.max_frame_bytes,
+                    frame_caps=self.frame_caps(spec.jail),
                     cancel=self.cancel,
                 )
         except LaunchError as e:

@@ -36,6 +36,21 @@ def version(root: Path = ROOT) -> int:
     return 2 if (root / "cgroup.controllers").exists() else 1
 
 
+def own_cgroup(controller: str, proc_cgroup: Path = Path("/proc/self/cgroup")) -> str:
+    """This process's group in a v1 hierarchy (`cpu`), relative to its mount ("" for the
+    root): the per-job CPU groups nest under it, so a worker started inside a CPU quota (a
+    container, a systemd slice, `./dev slow-test`) keeps its jails inside that quota too."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return path.strip("/")
+    return ""
+
+
 @dataclass
 class JobCgroups:
     """The parent cgroups of one job. `relative` is what nsjail's --cgroup_*_parent takes."""
@@ -47,32 +62,42 @@ class JobCgroups:
 
     def __post_init__(self) -> None:
         self.relative = f"{PARENT}/{self.job}"
+        """What nsjail's --cgroup_mem_parent and --cgroup_pids_parent take."""
+        self.cpu_relative = "/".join(p for p in (own_cgroup("cpu"), PARENT, self.job) if p)
+        """What --cgroup_cpu_parent takes: under this process's own CPU group."""
         self.v = version(self.root)
         if self.v == 1:
-            self.dirs = [self.root / "memory" / self.relative, self.root / "pids" / self.relative]
+            self.dirs = [
+                self.root / "memory" / self.relative,
+                self.root / "pids" / self.relative,
+                self.root / "cpu" / self.cpu_relative,
+            ]
         else:
             self.dirs = [self.root / self.relative]
 
     def create(self) -> None:
         try:
             if self.v == 1:
-                mem, pids = self.dirs
+                mem, pids, cpu = self.dirs
                 mem.mkdir(parents=True, exist_ok=True)
                 pids.mkdir(parents=True, exist_ok=True)
+                # No limit here: nsjail puts the policy's cgroup_cpu_ms_per_sec on its own
+                # group inside; this parent only holds it, for cleanup and stale removal.
+                cpu.mkdir(parents=True, exist_ok=True)
                 _write(mem / "memory.limit_in_bytes", self.memory_bytes)
                 with contextlib.suppress(OSError):  # absent without swap accounting
                     _write(mem / "memory.memsw.limit_in_bytes", self.memory_bytes)
                 _write(pids / "pids.max", self.pids_max)
             else:
                 (self.root / PARENT).mkdir(exist_ok=True)
-                _write(self.root / "cgroup.subtree_control", "+memory +pids")
-                _write(self.root / PARENT / "cgroup.subtree_control", "+memory +pids")
+                _write(self.root / "cgroup.subtree_control", "+memory +pids +cpu")
+                _write(self.root / PARENT / "cgroup.subtree_control", "+memory +pids +cpu")
                 d = self.dirs[0]
                 d.mkdir(exist_ok=True)
                 _write(d / "memory.max", self.memory_bytes)
                 _write(d / "memory.swap.max", 0)
                 _write(d / "pids.max", self.pids_max)
-                _write(d / "cgroup.subtree_control", "+memory +pids")
+                _write(d / "cgroup.subtree_control", "+memory +pids +cpu")
         except OSError as e:
             self.remove()
             raise CgroupError(f"cannot set up cgroups under {self.root}: {e}") from e
@@ -81,7 +106,7 @@ class JobCgroups:
         peak: int | None
         try:
             if self.v == 1:
-                mem, pids = self.dirs
+                mem, pids, _ = self.dirs
                 peak = int(_read(mem / "memory.max_usage_in_bytes"))
                 # memory.failcnt alone misses the OOM: with memsw limited too, the memsw counter
                 # is charged first and fails first, and kernels from 6.13 on count no failcnt
@@ -104,6 +129,35 @@ class JobCgroups:
         except (OSError, ValueError):
             return Usage(None, False, False)
         return Usage(peak, hit, pids_hit)
+
+    def in_force(self) -> dict[str, int | None]:
+        """The limits that hold for a jail inside these groups now (while it runs): memory and
+        pids the tighter of this parent's and nsjail's own group's, CPU nsjail's quota in ms
+        per second (None: no limit, or not readable)."""
+        found: dict[str, int | None] = {}
+        if self.v == 1:
+            mem, pids, cpu = self.dirs
+            found["cgroup_mem_max"] = _tightest(mem, "memory.limit_in_bytes")
+            found["cgroup_pids_max"] = _tightest(pids, "pids.max")
+            limited = []
+            for g in [cpu, *cpu.glob("NSJAIL.*")]:
+                with contextlib.suppress(OSError, ValueError):
+                    q = int(_read(g / "cpu.cfs_quota_us"))
+                    if q > 0:
+                        limited.append(q * 1000 // int(_read(g / "cpu.cfs_period_us")))
+            found["cgroup_cpu_ms_per_sec"] = min(limited) if limited else None
+        else:
+            d = self.dirs[0]
+            found["cgroup_mem_max"] = _tightest(d, "memory.max")
+            found["cgroup_pids_max"] = _tightest(d, "pids.max")
+            limited = []
+            for g in [d, *d.glob("NSJAIL.*")]:
+                with contextlib.suppress(OSError, ValueError):
+                    quota, period = _read(g / "cpu.max").split()
+                    if quota != "max":
+                        limited.append(int(quota) * 1000 // int(period))
+            found["cgroup_cpu_ms_per_sec"] = min(limited) if limited else None
+        return found
 
     def remove(self) -> None:
         """Kill whatever is still inside (nsjail itself may have been killed) and remove the
@@ -129,6 +183,17 @@ def _kill_all(d: Path) -> None:
             for line in procs.read_text().split():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(line), signal.SIGKILL)
+
+
+def _tightest(d: Path, name: str) -> int | None:
+    """The smallest value of the file `name` in `d` and in nsjail's groups below it."""
+    values = []
+    for g in [d, *d.glob("NSJAIL.*")]:
+        with contextlib.suppress(OSError, ValueError):
+            text = _read(g / name)
+            if text != "max":
+                values.append(int(text))
+    return min(values) if values else None
 
 
 def _write(path: Path, value: object) -> None:

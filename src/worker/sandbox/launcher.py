@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from worker.owners import with_parent_death_signal
 from worker.sandbox.policy import Policy
 
 # Variables a child may see. Everything else of the worker's environment (credentials, tokens)
@@ -143,18 +144,20 @@ class SubprocessLauncher:
         env = dict(ENV_FIXED)
         env.update({k: os.environ[k] for k in ENV_ALLOW if k in os.environ})
         workdir = spec.out_dir or spec.job_dir
-        argv = [
-            self.python,
-            "-I",  # isolated: no PYTHON* variables, no user site, no cwd on sys.path
-            "-m",
-            spec.module,
-            "--job",
-            str(spec.job_dir / "job.json"),
-            "--frame-fd",
-            str(frame_fd),
-            "--out",
-            str(workdir),
-        ]
+        argv = with_parent_death_signal(
+            [
+                self.python,
+                "-I",  # isolated: no PYTHON* variables, no user site, no cwd on sys.path
+                "-m",
+                spec.module,
+                "--job",
+                str(spec.job_dir / "job.json"),
+                "--frame-fd",
+                str(frame_fd),
+                "--out",
+                str(workdir),
+            ]
+        )
         return _SubprocessRun(argv, env, workdir, (frame_fd,), spec.cpu_s)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker.errors import InfrastructureError
-from worker.owners import owner_alive
+from worker.owners import mark_owner, owner_alive, with_parent_death_signal
 from worker.sandbox.cgroups import CgroupError, JobCgroups
 from worker.sandbox.launcher import JailReport, LaunchSpec
 from worker.sandbox.policy import Policy, PolicyError
@@ -178,6 +178,12 @@ class NsjailLauncher:
                 f"nsjail cannot start ({lib}); install Debian's {APT_PACKAGES} "
                 f"(apt-get install {APT_PACKAGES}), or run ./dev setup as root"
             )
+        try:
+            with_parent_death_signal([])
+        except FileNotFoundError as e:
+            raise SandboxUnavailable(
+                f"{e}; install it (apt-get install util-linux): it ties each jail to its worker"
+            ) from None
         if os.geteuid() != 0:
             raise SandboxUnavailable(
                 "the nsjail sandbox needs root (to map the jail to uid 65534 and to create "
@@ -207,12 +213,14 @@ class NsjailLauncher:
         so a broken policy stops the worker at start instead of failing every job."""
         with tempfile.TemporaryDirectory(prefix="simjail-probe-") as tmp:
             Path(tmp).chmod(0o755)
+            mark_owner(Path(tmp))
             env = {"PATH": "/usr/bin:/bin", "SIMJAIL_JOB_DIR": tmp, "SIMJAIL_OUT_DIR": tmp}
             env.update({k: str(v) for k, v in self.binds.items()})
             argv = [
                 str(self.binary), "--config", str(self.policy.config(jail)),
                 # No cgroups for the probe: they need the per-job parents the supervisor makes.
-                "--cgroup_mem_max", "0", "--cgroup_pids_max", "0", "--time_limit", "30",
+                "--cgroup_mem_max", "0", "--cgroup_pids_max", "0", "--cgroup_cpu_ms_per_sec", "0",
+                "--time_limit", "30",
                 "--", str(self.python), "-I", "-c", "pass",
             ]  # fmt: skip
             try:
@@ -260,7 +268,7 @@ class NsjailLauncher:
             os.chown(spec.out_dir, JAIL_UID, JAIL_UID)  # the only host dir the jail may write
             env["SIMJAIL_OUT_DIR"] = str(spec.out_dir)
             out_arg = "/out"
-        argv = [
+        argv = with_parent_death_signal([
             str(self.binary),
             "--config", str(self.policy.config(spec.jail)),
             # Per job, only tighter than the policy file:
@@ -269,13 +277,14 @@ class NsjailLauncher:
             "--cgroup_mem_max", str(memory + MEMORY_BACKSTOP),
             "--cgroup_mem_parent", cg.relative,
             "--cgroup_pids_parent", cg.relative,
+            "--cgroup_cpu_parent", cg.cpu_relative,
             # Plumbing: nsjail's log on its own pipe, the frame pipe passed through.
             "--log_fd", str(log_fd),
             "--pass_fd", str(frame_fd),
             "--",
             str(self.python), "-I", "-m", spec.module,
             "--job", "/job/job.json", "--frame-fd", str(frame_fd), "--out", out_arg,
-        ]  # fmt: skip
+        ])  # fmt: skip
         return _NsjailRun(
             argv=argv,
             env=env,
@@ -301,6 +310,8 @@ def remove_stale_cgroups(root: Path | None = None) -> list[str]:
     for top in (
         base / "memory" / cgroups.PARENT,
         base / "pids" / cgroups.PARENT,
+        base / "cpu" / cgroups.PARENT,
+        base / "cpu" / cgroups.own_cgroup("cpu") / cgroups.PARENT,
         base / cgroups.PARENT,
     ):
         if not top.is_dir():

@@ -105,3 +105,94 @@ def judging_digest(record: Mapping[str, object]) -> str:
     """`sha256:` of the canonical JSON of a judging_record: a result's `policy_digest`."""
     canonical = json.dumps(record, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --- What the files promise, for `simjail policy check` to compare with what a jail sees ------
+
+RLIMITS = {
+    # policy key: (row of /proc/self/limits, unit of the policy value in the row's units, nsjail's
+    # default type: with SOFT nsjail keeps the inherited limit unless `<key>_type: VALUE`)
+    "rlimit_as": ("Max address space", 2**20, "VALUE"),
+    "rlimit_core": ("Max core file size", 2**20, "VALUE"),
+    "rlimit_cpu": ("Max cpu time", 1, "VALUE"),
+    "rlimit_fsize": ("Max file size", 2**20, "VALUE"),
+    "rlimit_nofile": ("Max open files", 1, "VALUE"),
+    "rlimit_nproc": ("Max processes", 1, "SOFT"),
+    "rlimit_stack": ("Max stack size", 2**20, "SOFT"),
+    "rlimit_memlock": ("Max locked memory", 1024, "SOFT"),
+    "rlimit_rtprio": ("Max realtime priority", 1, "SOFT"),
+    "rlimit_msgqueue": ("Max msgqueue size", 1, "SOFT"),
+}
+
+
+@dataclass(frozen=True)
+class Promise:
+    """What a jail's policy file says must hold inside it (the job may only tighten the
+    TIGHTENABLE numbers; `simjail policy check` applies those of its probe)."""
+
+    rlimits: dict[str, int | None]
+    """Row of /proc/self/limits → soft and hard value the file asks for (None: unlimited)."""
+    uid_map: tuple[int, int]
+    """(inside, outside) of the one uid the jail maps; outside must be the unprivileged 65534."""
+    gid_map: tuple[int, int]
+    hostname: str
+    no_interfaces: bool
+    writable: frozenset[str]
+    """Mount points the jail may write; every other mount is read-only."""
+    tmpfs_bytes: dict[str, int]
+    cgroup_cpu_ms_per_sec: int
+
+
+def _top_level(text: str) -> dict[str, str]:
+    """`key: value` lines at the top level of a textproto (quotes and comments dropped)."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^(\w+):\s*(\"[^\"]*\"|\S+)", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip('"')
+    return out
+
+
+def _mounts(text: str) -> list[dict[str, str]]:
+    blocks = re.findall(r"^mount\s*\{(.*?)\}", text, re.M | re.S)
+    return [
+        {k: v.strip('"') for k, v in re.findall(r"(\w+):\s*(\"[^\"]*\"|\S+)", b)} for b in blocks
+    ]
+
+
+def promise(policy: Policy, jail: str, env: dict[str, str]) -> Promise:
+    """What `sandbox/<jail>.cfg` promises, read as a reviewer reads it; `env` holds the paths
+    the supervisor passes (SIMJAIL_*), for the mounts whose destination comes from one."""
+    text = policy.config(jail).read_text()
+    top = _top_level(text)
+    rlimits: dict[str, int | None] = {}
+    for key, (row, unit, _) in RLIMITS.items():
+        kind = top.get(f"{key}_type")
+        if kind == "INF":
+            rlimits[row] = None
+        elif key in top and kind in (None, "VALUE"):
+            # A value line means that value, also where nsjail's default type ignores it
+            # (rlimit_stack: 64 without rlimit_stack_type: VALUE gave 8 MiB): the check says so.
+            rlimits[row] = int(top[key]) * unit
+    uid = re.search(r'^uidmap\s*\{[^}]*inside_id:\s*"(\d+)"[^}]*outside_id:\s*"(\d+)"', text, re.M)
+    gid = re.search(r'^gidmap\s*\{[^}]*inside_id:\s*"(\d+)"[^}]*outside_id:\s*"(\d+)"', text, re.M)
+    writable, tmpfs = set(), {}
+    for m in _mounts(text):
+        dst = m.get("dst", "") or env.get(m.get("prefix_dst_env", ""), "")
+        if not dst or (m.get("mandatory") == "false" and not Path(m.get("src", dst)).exists()):
+            continue
+        if m.get("rw") == "true":
+            writable.add(dst)
+        size = re.search(r"size=(\d+)", m.get("options", ""))
+        if m.get("fstype") == "tmpfs" and size:
+            tmpfs[dst] = int(size.group(1))
+    return Promise(
+        rlimits=rlimits,
+        uid_map=(int(uid.group(1)), int(uid.group(2))) if uid else (-1, -1),
+        gid_map=(int(gid.group(1)), int(gid.group(2))) if gid else (-1, -1),
+        hostname=top.get("hostname", ""),
+        no_interfaces=top.get("clone_newnet") == "true" and top.get("iface_no_lo") == "true",
+        writable=frozenset(writable),
+        tmpfs_bytes=tmpfs,
+        cgroup_cpu_ms_per_sec=int(top.get("cgroup_cpu_ms_per_sec", "0")),
+    )

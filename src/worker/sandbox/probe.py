@@ -1,32 +1,92 @@
-"""Start a real jail running `worker.sandbox.probe_child` and report what it saw: used by
-`simjail policy check` and, for the physics jail (which must render offscreen), at worker start,
-so a machine where rendering cannot work refuses to serve instead of failing every job."""
+"""Start a real jail running `worker.sandbox.probe_child` and compare what it saw with what the
+policy promises.
+
+`probe` is the worker's start-up check (a physics jail must render offscreen, or the worker
+refuses to serve instead of failing every job). `verify` is `simjail policy check`: every limit
+and namespace the policy file states, checked from inside a real jail (rlimits, uid and gid
+maps, capabilities, no_new_privs, seccomp mode, which forbidden calls really kill, the x32 ABI,
+read-only mounts, tmpfs sizes, network interfaces, hostname) and from outside while it runs
+(its cgroup memory, pids and CPU limits). Any difference is a failed Check, loudly.
+"""
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from worker.errors import InfrastructureError
-from worker.sandbox.launcher import Launcher, LaunchSpec
-from worker.sandbox.protocol import ProbeJob
+from worker.owners import mark_owner
+from worker.sandbox.launcher import Launcher, LaunchSpec, Prepared
+from worker.sandbox.policy import Policy, Promise, promise
+from worker.sandbox.protocol import (
+    ProbeJob,
+    ProbeReport,
+    ProgressFrame,
+    ProtocolError,
+    probe_report,
+)
 from worker.sandbox.supervisor import LaunchError, classify, run_child
 
 JAIL_UID = 65534
+NO_CAPABILITIES = "0000000000000000"
+SECCOMP_FILTER = "2"
+ENOSYS = 38
 
 
 class ProbeFailed(InfrastructureError):
     """A probe jail did not start, did not run as the jail's user, or could not render."""
 
 
-def probe(launcher: Launcher, jail: str) -> dict[str, Any]:
-    """What the probe child saw in a `jail` jail (`wall_s` added). The physics probe renders a
-    frame. Raises ProbeFailed with the reason and the child's last output."""
+@dataclass(frozen=True)
+class Check:
+    jail: str
+    name: str
+    ok: bool
+    detail: str
+    """What was expected and what held, in one line."""
+
+
+@dataclass(frozen=True)
+class Probed:
+    report: ProbeReport
+    cgroups: dict[str, int | None]
+    """The jail's cgroup limits read from outside while it ran (empty: no cgroups)."""
+    env: dict[str, str]
+    """The SIMJAIL_* paths nsjail was given (the mounts' destinations)."""
+    limits: dict[str, int]
+    """The numeric limits the probe's jail was started with."""
+    wall_s: float
+
+
+class _Watching:
+    """The launcher, recording the run it prepared: the probe reads its cgroups."""
+
+    def __init__(self, inner: Launcher) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.prepared: Prepared | None = None
+
+    @property
+    def policy(self) -> Policy | None:
+        return self.inner.policy
+
+    def limits(self, spec: LaunchSpec) -> dict[str, int]:
+        return self.inner.limits(spec)
+
+    def prepare(self, spec: LaunchSpec, *, frame_fd: int, log_fd: int) -> Prepared:
+        self.prepared = self.inner.prepare(spec, frame_fd=frame_fd, log_fd=log_fd)
+        return self.prepared
+
+
+def run_probe(launcher: Launcher, jail: str) -> Probed:
+    """Run the probe child in a `jail` jail; raises ProbeFailed if it did not run cleanly."""
     with tempfile.TemporaryDirectory(prefix="simjail-probe-") as tmp:
         root = Path(tmp)
         root.chmod(0o711)
+        mark_owner(root)
         job = root / jail
         job.mkdir()
         job.chmod(0o755)
@@ -44,24 +104,94 @@ def probe(launcher: Launcher, jail: str) -> dict[str, Any]:
             memory_mb=1024,
             out_dir=out if render else None,
         )
+        watching = _Watching(launcher)
+        cgroups: dict[str, int | None] = {}
+
+        def read_cgroups(_: ProgressFrame) -> None:
+            groups = getattr(watching.prepared, "cgroups", None)
+            if groups is not None:
+                cgroups.update(groups.in_force())
+
         t = time.monotonic()
         try:
-            res = run_child(launcher, spec)
+            res = run_child(watching, spec, on_progress=read_cgroups)
         except LaunchError as e:
             raise ProbeFailed(f"the {jail} jail did not start: {e}") from None
-        failed = classify(res)
-        seen = dict(res.result.payload) if res.result else {}
         problem = None
+        failed = classify(res)
+        report = None
         if failed is not None:
             problem = failed.reason
-        elif launcher.name == "nsjail" and seen.get("uid") != JAIL_UID:
-            problem = f"the jail runs as uid {seen.get('uid')}, not {JAIL_UID}"
-        elif render and "rendered_mean" not in seen:
-            problem = "it rendered nothing"
-        if problem is not None:
+        else:
+            assert res.result is not None
+            try:
+                report = probe_report(res.result)
+            except ProtocolError as e:
+                problem = str(e)
+        if report is None or problem is not None:
             tail = res.stderr.strip()[-2000:]
             raise ProbeFailed(
                 f"the {jail} jail probe failed: {problem}" + (f"\n{tail}" if tail else "")
             )
-        seen["wall_s"] = round(time.monotonic() - t, 3)
-        return seen
+        env = dict(getattr(watching.prepared, "env", {}))
+        return Probed(report, cgroups, env, launcher.limits(spec), round(time.monotonic() - t, 3))
+
+
+def probe(launcher: Launcher, jail: str) -> Probed:
+    """The worker's start-up check: the jail runs as the jail's user and (physics) renders.
+    Raises ProbeFailed with the reason and the child's last output."""
+    p = run_probe(launcher, jail)
+    problem = None
+    if launcher.name == "nsjail" and p.report.uid != JAIL_UID:
+        problem = f"the jail runs as uid {p.report.uid}, not {JAIL_UID}"
+    elif jail == "physics" and p.report.rendered_mean is None:
+        problem = "it rendered nothing"
+    if problem is not None:
+        raise ProbeFailed(f"the {jail} jail probe failed: {problem}")
+    return p
+
+
+def verify(launcher: Launcher, jail: str) -> list[Check]:
+    """Every promise of the policy file, checked in a real jail (see the module docstring)."""
+    if launcher.policy is None:
+        raise ProbeFailed("the unsafe launcher enforces no policy: there is nothing to verify")
+    p = probe(launcher, jail)
+    want = promise(launcher.policy, jail, p.env)
+    return [Check(jail, *c) for c in _compare(want, p)]
+
+
+def _compare(want: Promise, p: Probed) -> list[tuple[str, bool, str]]:
+    r = p.report
+    out: list[tuple[str, bool, str]] = []
+
+    def check(name: str, expected: object, got: object) -> None:
+        out.append((name, expected == got, f"expected {expected!r}, the jail has {got!r}"))
+
+    check("uid and gid", (JAIL_UID, JAIL_UID), (r.uid, r.gid))
+    check("uid map (inside outside count)", f"{want.uid_map[0]} {JAIL_UID} 1", r.uid_map)
+    check("gid map (inside outside count)", f"{want.gid_map[0]} {JAIL_UID} 1", r.gid_map)
+    check("pid namespace (the jailed program is PID 1)", 1, r.pid)
+    check("hostname", want.hostname, r.hostname)
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        check(f"capabilities {cap}", NO_CAPABILITIES, r.status.get(cap))
+    check("no_new_privs", "1", r.status.get("NoNewPrivs"))
+    check("seccomp mode (2: filter)", SECCOMP_FILTER, r.status.get("Seccomp"))
+    for call, ended in r.denied.items():
+        check(f"seccomp kills {call}", -signal.SIGSYS, ended)
+    check("x32 syscall ABI (a name-based filter does not see it)", ENOSYS, r.x32_errno)
+    if want.no_interfaces:
+        check("network interfaces up (not even loopback)", [], r.interfaces)
+    writable = sorted(m for m, ro in r.mounts if not ro)
+    check("writable mounts (every other one read-only)", sorted(want.writable), writable)
+    for point, size in want.tmpfs_bytes.items():
+        check(f"tmpfs size of {point}", size, r.tmpfs_bytes.get(point))
+    tightened = {"Max cpu time": p.limits.get("rlimit_cpu")}
+    for row, value in want.rlimits.items():
+        expected = tightened.get(row) or value
+        check(f"rlimit {row} (soft, hard)", (expected, expected), tuple(r.limits.get(row, ())))
+    if p.cgroups:
+        for key in ("cgroup_mem_max", "cgroup_pids_max"):
+            check(f"cgroup {key}", p.limits[key], p.cgroups.get(key))
+        cpu = want.cgroup_cpu_ms_per_sec or None
+        check("cgroup cgroup_cpu_ms_per_sec", cpu, p.cgroups.get("cgroup_cpu_ms_per_sec"))
+    return out

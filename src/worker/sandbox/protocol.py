@@ -21,6 +21,7 @@ import math
 import re
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -33,7 +34,50 @@ from worker.simulation.geometry import Geometry
 
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+"""No frame is ever larger (encode refuses to write one); every reader has a tighter cap."""
 MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class FrameCaps:
+    """What one reader accepts: bytes per frame, bytes in all, and JSON values per frame.
+
+    The value cap is what bounds the worker's memory: json.loads turns each value into a Python
+    object of 30–100 bytes, so a frame of tiny values ("[0,0,0,…]") costs ~25× its size once
+    parsed. Values are counted in the frame's skeleton (strings cut out) before it is parsed."""
+
+    frame_bytes: int
+    total_bytes: int
+    values: int
+
+
+MESH_BYTES_PER_TRIANGLE = 16
+"""Three int32 indices, base64: 12 bytes → 16 characters."""
+MESH_BYTES_PER_VERTEX = 16
+"""Three float32 coordinates, base64: 12 bytes → 16 characters."""
+PART_OVERHEAD_BYTES = 8 * 1024
+"""Label, colour, material, mass properties, PARTS metadata and per-solid JSON of one part."""
+PART_VALUES = 200
+"""JSON values of one part apart from its meshes (metadata, joint, actuator, 64 solids)."""
+
+
+def geometry_caps(max_parts: int, max_triangles: int, max_vertices: int) -> FrameCaps:
+    """The caps of a build child's frames: the largest geometry the job's caps allow, and no
+    more (11.3 MB at the default caps of 200 parts, 200 000 triangles, 400 000 vertices)."""
+    frame = (
+        MESH_BYTES_PER_TRIANGLE * max_triangles
+        + MESH_BYTES_PER_VERTEX * max_vertices
+        + PART_OVERHEAD_BYTES * max_parts
+        + 64 * 1024
+    )
+    return FrameCaps(
+        frame_bytes=frame, total_bytes=2 * frame, values=PART_VALUES * max_parts + 1000
+    )
+
+
+PHYSICS_CAPS = FrameCaps(frame_bytes=16 * 1024 * 1024, total_bytes=64 * 1024 * 1024, values=500_000)
+"""The physics child's frames: progress, and one result with the metrics (small; it processed
+untrusted data, so it is bounded all the same)."""
 
 
 class ProtocolError(ValueError):
@@ -97,18 +141,33 @@ _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # unrolled: 
 _DEPTH_STEP = np.zeros(256, dtype=np.int8)
 _DEPTH_STEP[[ord("["), ord("{")]] = 1
 _DEPTH_STEP[[ord("]"), ord("}")]] = -1
+_STRUCTURE = np.zeros(256, dtype=bool)
+_STRUCTURE[[ord(","), ord("["), ord("{")]] = True
 
 
-def _depth_ok(raw: bytes) -> bool:
-    """Reject nesting deeper than MAX_DEPTH before json.loads can recurse on it.
+SHAPE_CHUNK = 1 << 20
+"""Bytes of skeleton looked at per step: bounds the scan's own memory to ~10 MB."""
 
-    Strings are cut out first (brackets inside them do not nest), then the running bracket
-    count is taken with numpy: both steps run in C, so a 64 MiB frame costs milliseconds."""
-    skeleton = _JSON_STRING.sub(b"", raw)
-    if not skeleton:
-        return True
-    steps = _DEPTH_STEP[np.frombuffer(skeleton, dtype=np.uint8)]
-    return int(np.cumsum(steps, dtype=np.int64).max()) <= MAX_DEPTH
+
+def _shape_problem(raw: bytes | bytearray, max_values: int) -> str | None:
+    """Why the frame must not reach json.loads, or None: nesting deeper than MAX_DEPTH (it
+    would recurse), or more than `max_values` values (each becomes a Python object).
+
+    Strings are cut out first (brackets and commas inside them do not count), then brackets
+    and commas are counted with numpy, a chunk at a time: both steps run in C, so a 64 MiB frame
+    costs milliseconds. A JSON text has at most (commas + opening brackets + 1) values."""
+    skeleton = np.frombuffer(_JSON_STRING.sub(b"", raw), dtype=np.uint8)
+    depth, values = 0, 1
+    for start in range(0, len(skeleton), SHAPE_CHUNK):
+        chars = skeleton[start : start + SHAPE_CHUNK]
+        running = np.cumsum(_DEPTH_STEP[chars], dtype=np.int64)
+        if depth + int(running.max()) > MAX_DEPTH:
+            return f"frame nests deeper than {MAX_DEPTH} levels"
+        depth += int(running[-1])
+        values += int(np.count_nonzero(_STRUCTURE[chars]))
+        if values > max_values:
+            return f"frame holds more than {max_values} JSON values"
+    return None
 
 
 def _no_constant(name: str) -> Any:
@@ -122,9 +181,10 @@ def _finite_float(text: str) -> float:
     return v
 
 
-def parse(body: bytes) -> Frame:
-    if not _depth_ok(body):
-        raise ProtocolError(f"frame nests deeper than {MAX_DEPTH} levels")
+def parse(body: bytes | bytearray, max_values: int = PHYSICS_CAPS.values) -> Frame:
+    problem = _shape_problem(body, max_values)
+    if problem is not None:
+        raise ProtocolError(problem)
     try:
         # Strict JSON, as encode() writes it: NaN/Infinity (and overflowing numbers) are refused
         # everywhere, not only in typed fields, since untyped payloads flow into results.
@@ -152,11 +212,14 @@ def parse(body: bytes) -> Frame:
 
 
 class FrameReader:
-    """Incremental, bounded frame decoder."""
+    """Incremental, bounded frame decoder: at most `caps.frame_bytes` per frame (a length
+    above it is refused before the frame arrives), `caps.total_bytes` in all, and
+    `caps.values` JSON values per frame (counted before parsing)."""
 
-    def __init__(self, max_frame: int = MAX_FRAME_BYTES, max_total: int = 4 * MAX_FRAME_BYTES):
-        self.max_frame = max_frame
-        self.max_total = max_total
+    def __init__(self, caps: FrameCaps = PHYSICS_CAPS):
+        self.caps = caps
+        self.max_frame = caps.frame_bytes
+        self.max_total = caps.total_bytes
         self.total = 0
         self._buf = bytearray()
 
@@ -172,9 +235,9 @@ class FrameReader:
                 raise ProtocolError(f"frame of {n} bytes exceeds the cap of {self.max_frame}")
             if len(self._buf) < HEADER.size + n:
                 break
-            body = bytes(self._buf[HEADER.size : HEADER.size + n])
+            body = self._buf[HEADER.size : HEADER.size + n]
             del self._buf[: HEADER.size + n]
-            frames.append(parse(body))
+            frames.append(parse(body, self.caps.values))
         return frames
 
     @property
@@ -220,6 +283,41 @@ class PhysicsJob(_Job):
 
 class ProbeJob(_Job):
     render: bool
+
+
+class ProbeReport(_Frame):
+    """What the probe child saw inside its jail (`simjail policy check` compares it with what
+    the policy files promise)."""
+
+    uid: int
+    gid: int
+    pid: int
+    hostname: str
+    env_keys: list[str]
+    out_writable: bool
+    limits: dict[str, tuple[int | None, int | None]]
+    """Row of /proc/self/limits → (soft, hard); None is unlimited."""
+    uid_map: str
+    gid_map: str
+    status: dict[str, str]
+    """Cap*, NoNewPrivs and Seccomp lines of /proc/self/status."""
+    interfaces: list[str]
+    """The network interfaces that are up."""
+    mounts: list[tuple[str, bool]]
+    """Every mount point and whether it is read-only."""
+    tmpfs_bytes: dict[str, int]
+    x32_errno: int | None
+    """errno of a call through the x32 ABI (None: the call went through)."""
+    denied: dict[str, int]
+    """Forbidden calls tried in forked children → how each child ended (-31: SIGSYS)."""
+    rendered_mean: float | None = None
+
+
+def probe_report(frame: ResultFrame) -> ProbeReport:
+    try:
+        return ProbeReport.model_validate(frame.payload)
+    except ValidationError as e:
+        raise ProtocolError(f"the probe report is malformed at {_first_error(e)}") from None
 
 
 # --- Result payloads --------------------------------------------------------------------------

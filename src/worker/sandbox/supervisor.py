@@ -23,7 +23,9 @@ from common.models.simulation import FailureKind
 from worker.errors import Failure
 from worker.sandbox.launcher import JailReport, Launcher, LaunchSpec, Prepared
 from worker.sandbox.protocol import (
+    PHYSICS_CAPS,
     ErrorFrame,
+    FrameCaps,
     FrameReader,
     ProgressFrame,
     ProtocolError,
@@ -97,7 +99,7 @@ def run_child(
     *,
     on_progress: Callable[[ProgressFrame], None] | None = None,
     max_output_bytes: int = 1024 * 1024,
-    max_frame_bytes: int = 64 * 1024 * 1024,
+    frame_caps: FrameCaps = PHYSICS_CAPS,
     max_log_bytes: int = 256 * 1024,
     cancel: threading.Event | None = None,
 ) -> ChildOutcome:
@@ -141,7 +143,7 @@ def run_child(
         "stderr": Stream(max_output_bytes),
         "log": Stream(max_log_bytes),
     }
-    reader = FrameReader(max_frame=max_frame_bytes)
+    reader = FrameReader(frame_caps)
     sel = selectors.DefaultSelector()
     assert proc.stdout is not None and proc.stderr is not None
     sel.register(proc.stdout.fileno(), selectors.EVENT_READ, "stdout")

@@ -24,6 +24,9 @@ DEFAULT_DENSITY = 1000.0
 MAX_PARTS = 200
 MAX_TRIANGLES = 200_000
 """Whole-scene triangle cap: MuJoCo hulls every solid, and a big mesh mostly costs render time."""
+MAX_VERTICES = 400_000
+"""Whole-scene vertex cap. MuJoCo's hull of a solid costs time in its vertex count, whatever
+its triangles: 4 triangles over millions of vertices burned a whole physics time limit."""
 MAX_SOLIDS_PER_PART = 64
 MAX_COORD_MM = 1e6
 """1 km: anything further out is a mistake or an attempt to break the solver."""
@@ -121,6 +124,10 @@ class Mesh(StrictModel):
         # base64 length → byte length without decoding; 12 bytes per triangle.
         return (len(self.triangles) * 3 // 4) // 12
 
+    @property
+    def vertex_count(self) -> int:
+        return (len(self.vertices) * 3 // 4) // 12
+
 
 class Part(StrictModel):
     label: Name
@@ -172,7 +179,11 @@ def merge(design: Geometry, environment: Geometry | None) -> Geometry:
 
 
 def validate_geometry(
-    geom: Geometry, *, max_parts: int = MAX_PARTS, max_triangles: int = MAX_TRIANGLES
+    geom: Geometry,
+    *,
+    max_parts: int = MAX_PARTS,
+    max_triangles: int = MAX_TRIANGLES,
+    max_vertices: int = MAX_VERTICES,
 ) -> None:
     """Raise Failed (INVALID_GEOMETRY or GEOMETRY_LIMIT) unless every part is finite, bounded,
     non-degenerate and uniquely labelled, joints name existing parents without cycles, and the
@@ -181,11 +192,26 @@ def validate_geometry(
         raise _rejected(
             FailureKind.GEOMETRY_LIMIT, f"{len(geom.parts)} parts exceed the cap of {max_parts}"
         )
+    # Counted from the encoded lengths, before anything is decoded.
     total = sum(m.triangle_count for p in geom.parts for m in p.solids)
     if total > max_triangles:
         raise _rejected(
             FailureKind.GEOMETRY_LIMIT, f"{total} triangles exceed the cap of {max_triangles}"
         )
+    vertices = sum(m.vertex_count for p in geom.parts for m in p.solids)
+    if vertices > max_vertices:
+        raise _rejected(
+            FailureKind.GEOMETRY_LIMIT, f"{vertices} vertices exceed the cap of {max_vertices}"
+        )
+    for p in geom.parts:
+        for m in p.solids:
+            # Every vertex of a mesh belongs to a triangle, so there are at most three per
+            # triangle; more is padding meant to cost time, refused before it is decoded.
+            if m.vertex_count > 3 * m.triangle_count:
+                raise _invalid(
+                    f"part {p.label!r} has a solid of {m.vertex_count} vertices for "
+                    f"{m.triangle_count} triangles"
+                )
     labels = [p.label for p in geom.parts]
     dup = sorted({n for n in labels if labels.count(n) > 1})
     if dup:
@@ -218,6 +244,9 @@ def validate_geometry(
                 raise _invalid(f"part {p.label!r} has non-finite or enormous coordinates")
             if t.min() < 0 or t.max() >= len(v):
                 raise _invalid(f"part {p.label!r} has bad triangle indices")
+            unused = len(v) - int(np.count_nonzero(np.bincount(t.ravel(), minlength=len(v))))
+            if unused:
+                raise _invalid(f"part {p.label!r} has {unused} vertices that no triangle uses")
             extent = v.max(axis=0) - v.min(axis=0)
             if np.sort(extent)[0] < 1e-3:
                 raise _invalid(f"part {p.label!r} has a flat solid")

@@ -18,6 +18,7 @@ from typing import Any
 from common.models.simulation import Objectives, SimOptions, SimulationResult
 from worker.errors import Failed
 from worker.job.publish import publish
+from worker.owners import mark_owner
 from worker.progress import ProgressFn
 from worker.settings import Settings
 from worker.simulation.cad import extract_geometry
@@ -47,6 +48,7 @@ def simulate_local(
     request_id = request_id or f"local-{uuid.uuid4().hex[:12]}"
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="simjail-local-"))
+    mark_owner(workdir)
     out_dir = workdir / "physics"
     out_dir.mkdir()
     phases: dict[str, float] = {}
@@ -57,7 +59,12 @@ def simulate_local(
             geom = extract_geometry(component, parts)
             phases["build"] = time.monotonic() - t
             limits = settings.limits
-            validate_geometry(geom, max_parts=limits.max_parts, max_triangles=limits.max_triangles)
+            validate_geometry(
+                geom,
+                max_parts=limits.max_parts,
+                max_triangles=limits.max_triangles,
+                max_vertices=limits.max_vertices,
+            )
             geometry = workdir / "geometry.json"
             geometry.write_text(geom.model_dump_json())
             outcome = judge(

@@ -166,13 +166,14 @@ def _leftover_cgroups() -> list[Path]:
 
 
 def _simjail_tmp() -> set[str]:
-    """Job directories owned by this process (each records its worker's pid in .owner)."""
+    """Job (and probe) directories owned by this process: each records its worker's pid in
+    .owner as soon as it is made, so those of other processes on the machine do not count."""
     mine = set()
     for p in Path(tempfile.gettempdir()).glob("simjail-*"):
         try:
             owner = (p / ".owner").read_text().strip()
         except OSError:
-            owner = str(os.getpid())  # unreadable or not yet written: count it as ours
+            continue  # another process's, just made or being removed
         if owner == str(os.getpid()):
             mine.add(p.name)
     return mine

@@ -356,31 +356,85 @@ def test_finely_tessellated_part_is_geometry_limit(run_design: RunDesign) -> Non
     )
 
 
-def test_million_triangle_mesh_is_geometry_limit(run_design: RunDesign) -> None:
-    """A million triangles (32 MB of base64, under the 64 MiB frame cap) written straight to
-    the frame pipe: the supervisor counts them from the buffer lengths and refuses them before
-    decoding a single one for the physics."""
+HAIRBALL = """
+import base64, json, os, struct, sys
+import numpy as np
+def send(n_triangles, n_vertices):
+    fd = int(sys.argv[sys.argv.index("--frame-fd") + 1])
+    v = np.random.default_rng(0).random((n_vertices, 3)).astype("<f4") * 10
+    t = (np.arange(3 * n_triangles).reshape(n_triangles, 3) % len(v)).astype("<i4")
+    b64 = lambda a: base64.b64encode(a.tobytes()).decode()
+    part = {
+        "label": "hairball", "source": "design", "volume_mm3": 500.0,
+        "com_mm": [5, 5, 5], "inertia_mm5": [8e3, 8e3, 8e3, 0, 0, 0],
+        "solids": [{"vertices": b64(v), "triangles": b64(t)}],
+    }
+    body = json.dumps({"type": "result", "payload": {"parts": [part]}}).encode()
+    data = struct.pack(">I", len(body)) + body
+    while data:
+        data = data[os.write(fd, data):]
+    os._exit(0)
+"""
+
+
+def test_million_triangle_frame_is_refused_from_its_length(run_design: RunDesign) -> None:
+    """A million triangles (24 MB of base64) written straight to the frame pipe: more than the
+    largest geometry the caps allow (~11.3 MB), so the frame is refused from its 4-byte length
+    before the worker reads, let alone parses, any of it."""
+    r = run_design(HAIRBALL + "\ndef build():\n    send(1_000_000, 500_000)\n")
+    assert r.failure == FailureKind.PROTOCOL_VIOLATION
+    assert r.reason.startswith("The design build step broke the result protocol: frame of ")
+    assert r.reason.endswith(" bytes exceeds the cap of 11303936.")
+
+
+def test_too_many_triangles_within_the_frame_cap_are_geometry_limit(
+    run_design: RunDesign,
+) -> None:
+    """600 000 triangles over 4 vertices fit the frame (9.6 MB): the supervisor counts them
+    from the buffer lengths and refuses them before decoding a single one for the physics."""
+    r = run_design(HAIRBALL + "\ndef build():\n    send(600_000, 4)\n")
+    assert r.failure == FailureKind.GEOMETRY_LIMIT
+    assert r.reason == ("The geometry was rejected: 600000 triangles exceed the cap of 200000.")
+
+
+def test_four_triangles_over_a_million_vertices_are_refused_at_once(run_design: RunDesign) -> None:
+    """They once burned the whole physics time limit in MuJoCo's hull; now they are refused
+    from the encoded length, before the physics starts."""
+    r = run_design(HAIRBALL + "\ndef build():\n    send(4, 300_000)\n")
+    assert r.failure == FailureKind.INVALID_GEOMETRY
+    assert r.reason == (
+        "The geometry was rejected: part 'hairball' has a solid of 300000 vertices for 4 triangles."
+    )
+    assert r.metrics["sim_time_s"] == 0  # the physics never started
+    assert "physics" not in r.metrics["resources"]
+
+
+def test_burning_cpu_in_every_process_it_may_start_gets_one_core(run_design: RunDesign) -> None:
+    """8 busy processes for 4 s of wall clock (threads would share one GIL): the build jail's
+    cgroup gives its design one core of CPU time per second (cgroup_cpu_ms_per_sec: 1000), so
+    the other jail of the job, the other jobs and the worker keep theirs. Measured here: 1.15
+    cores with the quota (its first period may burst), 1.94 of this machine's 2 without."""
     r = run_design(
         """
-        import base64, json, os, struct, sys
-        import numpy as np
+        import os, resource, time
         def build():
-            fd = int(sys.argv[sys.argv.index("--frame-fd") + 1])
-            n = 1_000_000
-            v = np.random.default_rng(0).random((n // 2, 3)).astype("<f4") * 10
-            t = (np.arange(3 * n).reshape(n, 3) % len(v)).astype("<i4")
-            b64 = lambda a: base64.b64encode(a.tobytes()).decode()
-            part = {
-                "label": "hairball", "source": "design", "volume_mm3": 500.0,
-                "com_mm": [5, 5, 5], "inertia_mm5": [8e3, 8e3, 8e3, 0, 0, 0],
-                "solids": [{"vertices": b64(v), "triangles": b64(t)}],
-            }
-            body = json.dumps({"type": "result", "payload": {"parts": [part]}}).encode()
-            data = struct.pack(">I", len(body)) + body
-            while data:
-                data = data[os.write(fd, data):]
-            os._exit(0)
+            start = time.monotonic()
+            pids = []
+            for _ in range(8):
+                pid = os.fork()
+                if pid == 0:
+                    while time.monotonic() < start + 4.0:
+                        pass
+                    os._exit(0)
+                pids.append(pid)
+            for pid in pids:
+                os.waitpid(pid, 0)
+            c = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cores = (c.ru_utime + c.ru_stime) / (time.monotonic() - start)
+            raise RuntimeError(f"cores={cores:.3f}")
         """
     )
-    assert r.failure == FailureKind.GEOMETRY_LIMIT
-    assert r.reason == ("The geometry was rejected: 1000000 triangles exceed the cap of 200000.")
+    assert r.failure == FailureKind.USER_CODE_ERROR, r.reason
+    m = re.search(r"cores=([0-9.]+)", r.reason)
+    assert m, r.reason
+    assert float(m.group(1)) < 1.35, r.reason

@@ -36,10 +36,11 @@ def job() -> Iterator[JobCgroups]:
 
 @pytest.fixture
 def private_root(tmp_path: Path) -> Iterator[Path]:
-    """A cgroup root of its own: `memory` and `pids` link to fresh groups on the real cgroupfs,
-    so remove_stale_cgroups() there cannot touch the jobs of a worker running on this machine."""
+    """A cgroup root of its own: `memory`, `pids` and `cpu` link to fresh groups on the real
+    cgroupfs, so remove_stale_cgroups() there cannot touch the jobs of a worker running on this
+    machine."""
     name = f"simjail-test-{uuid.uuid4().hex[:12]}"
-    real = [cgroups.ROOT / "memory" / name, cgroups.ROOT / "pids" / name]
+    real = [cgroups.ROOT / c / name for c in ("memory", "pids", "cpu")]
     root = tmp_path / "cgroot"
     root.mkdir()
     for d in real:
@@ -84,7 +85,7 @@ def read(path: Path) -> str:
 def test_create_writes_the_limits_and_remove_deletes_the_groups(job: JobCgroups) -> None:
     assert job.relative == f"simjail/{job.job}"  # what nsjail's --cgroup_*_parent takes
     job.create()
-    mem, pids = job.dirs
+    mem, pids, _ = job.dirs
     assert mem == cgroups.ROOT / "memory" / "simjail" / job.job
     assert pids == cgroups.ROOT / "pids" / "simjail" / job.job
     assert read(mem / "memory.limit_in_bytes") == str(128 * MiB)
@@ -195,7 +196,7 @@ def test_remove_stale_cgroups_removes_only_groups_of_dead_workers(
         assert removed == sorted(cg.job for cg in stale)
         assert p.wait(timeout=5) == -9
         assert q.poll() is None
-        for top in ("memory", "pids"):
+        for top in ("memory", "pids", f"cpu/{cgroups.own_cgroup('cpu')}"):
             left = sorted(d.name for d in (private_root / top / "simjail").iterdir() if d.is_dir())
             assert left == sorted(cg.job for cg in kept)
         assert other.is_dir()

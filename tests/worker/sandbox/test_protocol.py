@@ -15,6 +15,7 @@ from worker.sandbox import protocol
 from worker.sandbox.protocol import (
     MAX_DEPTH,
     ErrorFrame,
+    FrameCaps,
     FrameReader,
     ProgressFrame,
     ProtocolError,
@@ -126,7 +127,7 @@ def test_reader_byte_by_byte() -> None:
 
 
 def test_length_over_the_cap_is_refused_from_the_header_alone() -> None:
-    reader = FrameReader(max_frame=1000)
+    reader = FrameReader(FrameCaps(1000, 4000, 1000))
     with pytest.raises(ProtocolError, match="exceeds the cap of 1000"):
         reader.feed(struct.pack(">I", 1001))  # no body needed: the header is enough
 
@@ -135,7 +136,7 @@ def test_length_at_the_cap_is_read() -> None:
     empty = json.dumps({"type": "result", "payload": {"s": ""}}).encode()
     body = json.dumps({"type": "result", "payload": {"s": "a" * (1000 - len(empty))}}).encode()
     assert len(body) == 1000
-    (f,) = FrameReader(max_frame=1000).feed(raw(body))
+    (f,) = FrameReader(FrameCaps(1000, 4000, 1000)).feed(raw(body))
     assert isinstance(f, ResultFrame)
 
 
@@ -146,7 +147,7 @@ def test_huge_length_prefix_is_refused() -> None:
 
 def test_total_cap() -> None:
     frame = encode({"type": "progress", "phase": "p"})
-    reader = FrameReader(max_total=3 * len(frame))
+    reader = FrameReader(FrameCaps(1000, 3 * len(frame), 1000))
     assert len(reader.feed(frame * 3)) == 3
     with pytest.raises(ProtocolError, match="bytes of frames"):
         reader.feed(b"\0")
@@ -277,3 +278,34 @@ def test_a_bad_frame_after_good_ones_raises() -> None:
     assert len(reader.feed(good)) == 1
     with pytest.raises(ProtocolError):
         reader.feed(good + raw(b"[]"))
+
+
+# --- the worker's memory: frames are capped by what the job's geometry caps allow ------------
+
+
+def test_a_frame_of_tiny_values_is_refused_before_json_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`[0,0,0,…]`: 2 bytes of JSON per value, ~30–100 bytes of Python object once parsed."""
+
+    def no_loads(*a: Any, **k: Any) -> Any:
+        raise AssertionError("json.loads must not see a frame of too many values")
+
+    monkeypatch.setattr(protocol.json, "loads", no_loads)
+    body = b'{"type":"result","payload":{"x":[' + b"0," * 100_000 + b"0]}}"
+    with pytest.raises(ProtocolError, match="more than 50000 JSON values"):
+        parse(body, max_values=50_000)
+
+
+def test_commas_inside_strings_are_not_values() -> None:
+    s = json.dumps("," * 100_000)
+    f = parse(f'{{"type":"result","payload":{{"s":{s}}}}}'.encode(), max_values=10)
+    assert isinstance(f, ResultFrame)
+
+
+def test_the_geometry_cap_follows_the_jobs_caps() -> None:
+    small = protocol.geometry_caps(max_parts=1, max_triangles=100, max_vertices=200)
+    default = protocol.geometry_caps(max_parts=200, max_triangles=200_000, max_vertices=400_000)
+    assert small.frame_bytes < 100_000
+    assert 10_000_000 < default.frame_bytes < 12_000_000  # ~11.3 MB, not 64 MiB
+    assert default.values == 200 * protocol.PART_VALUES + 1000

@@ -24,7 +24,7 @@ from worker.sandbox.launcher import (
     LaunchSpec,
     SubprocessLauncher,
 )
-from worker.sandbox.protocol import BuildJob, ProgressFrame
+from worker.sandbox.protocol import PHYSICS_CAPS, BuildJob, FrameCaps, ProgressFrame
 from worker.sandbox.supervisor import (
     KILL_GRACE_S,
     SUPERVISOR_GRACE_S,
@@ -262,14 +262,14 @@ def test_huge_length_prefix_is_protocol_violation(tmp_path: Path) -> None:
     assert classify(out) == Failure(
         FailureKind.PROTOCOL_VIOLATION,
         "The build step broke the result protocol: "
-        f"frame of {2**32 - 1} bytes exceeds the cap of {64 * 1024 * 1024}.",
+        f"frame of {2**32 - 1} bytes exceeds the cap of {PHYSICS_CAPS.frame_bytes}.",
     )
     assert out.report.signal == signal.SIGKILL
     assert elapsed < 5
 
 
 def test_length_over_a_configured_cap_is_protocol_violation(tmp_path: Path) -> None:
-    out, _ = run(tmp_path, 'result({"s": "x" * 5000})', max_frame_bytes=1000)
+    out, _ = run(tmp_path, 'result({"s": "x" * 5000})', frame_caps=FrameCaps(1000, 4000, 100))
     failed = classify(out)
     assert failed is not None and failed.kind == FailureKind.PROTOCOL_VIOLATION
     assert out.result is None

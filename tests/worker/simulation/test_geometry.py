@@ -207,3 +207,35 @@ def test_a_claimed_centre_of_mass_inside_the_box_but_off_the_mesh_is_invalid() -
 def test_mesh_volume_does_not_depend_on_triangle_orientation() -> None:
     flipped = Mesh.from_arrays(CUBE_V, CUBE_T[:, ::-1])
     validate_geometry(Geometry(parts=[part(solids=[flipped])]))
+
+
+def test_vertices_over_the_cap_are_geometry_limit() -> None:
+    assert kind_of(part(), max_vertices=7) == "GEOMETRY_LIMIT"
+
+
+def test_more_than_three_vertices_per_triangle_is_refused_before_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """4 triangles over a million vertices cost MuJoCo's hull the whole physics time limit;
+    the count comes from the encoded length, so nothing is decoded to refuse it."""
+    padded = np.concatenate([CUBE_V, np.zeros((1_000_000, 3))])
+    m = Mesh.from_arrays(padded, CUBE_T)
+
+    def no_decode(self: Mesh) -> Any:
+        raise AssertionError("the mesh must be refused from its length")
+
+    monkeypatch.setattr(Mesh, "arrays", no_decode)
+    with pytest.raises(Failed) as e:
+        validate_geometry(Geometry(parts=[part(solids=[m])]), max_vertices=2_000_000)
+    assert e.value.kind == "INVALID_GEOMETRY"
+    assert e.value.reason == (
+        "The geometry was rejected: part 'p' has a solid of 1000008 vertices for 12 triangles."
+    )
+
+
+def test_a_vertex_no_triangle_uses_is_invalid() -> None:
+    extra = np.concatenate([CUBE_V, [[5.0, 5.0, 5.0]]])
+    with pytest.raises(Failed) as e:
+        validate_geometry(Geometry(parts=[part(vertices=extra)]))
+    assert e.value.kind == "INVALID_GEOMETRY"
+    assert e.value.reason.endswith("part 'p' has 1 vertices that no triangle uses.")

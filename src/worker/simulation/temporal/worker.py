@@ -77,8 +77,8 @@ def prepare_worker(settings: Settings) -> Launcher:
         )
     launcher = make_launcher(settings.sandbox, settings.paths.policy_root)
     cleanup_dead_workers(launcher)
-    seen = probe(launcher, "physics")
-    log.info("worker.render_probe", launcher=launcher.name, wall_s=seen["wall_s"])
+    probed = probe(launcher, "physics")
+    log.info("worker.render_probe", launcher=launcher.name, wall_s=probed.wall_s)
     return launcher
 
 
