@@ -111,7 +111,8 @@ def test_fork_bomb_is_user_code_error(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     assert r.reason == (
-        "BlockingIOError: [Errno 11] Resource temporarily unavailable (design.py, line 5, in build)"
+        "The design's build failed: «BlockingIOError: [Errno 11] Resource temporarily "
+        "unavailable (design.py, line 5, in build)»"
     )
 
 
@@ -131,8 +132,8 @@ def test_thread_bomb_is_user_code_error(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     m = re.fullmatch(
-        r"RuntimeError: can't start new thread after (\d+) threads "
-        r"\(design.py, line 10, in build\)",
+        r"The design's build failed: «RuntimeError: can't start new thread after (\d+) threads "
+        r"\(design.py, line 10, in build\)»",
         r.reason,
     )
     assert m, r.reason
@@ -220,7 +221,10 @@ def test_huge_sparse_file_is_file_too_large(run_design: RunDesign) -> None:
         """
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
-    assert r.reason == "OSError: [Errno 27] File too large (design.py, line 4, in build)"
+    assert r.reason == (
+        "The design's build failed: «OSError: [Errno 27] File too large (design.py, line 4, in "
+        "build)»"
+    )
 
 
 def test_sigxfsz_restored_to_default_is_still_file_too_large(run_design: RunDesign) -> None:
@@ -239,7 +243,10 @@ def test_sigxfsz_restored_to_default_is_still_file_too_large(run_design: RunDesi
         """
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
-    assert r.reason == "OSError: [Errno 27] File too large (design.py, line 7, in build)"
+    assert r.reason == (
+        "The design's build failed: «OSError: [Errno 27] File too large (design.py, line 7, in "
+        "build)»"
+    )
 
 
 def test_fd_exhaustion_is_too_many_open_files(run_design: RunDesign) -> None:
@@ -299,8 +306,8 @@ def test_c_level_recursion_is_recursion_error(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     assert r.reason == (
-        "RecursionError: maximum recursion depth exceeded while getting the repr of an object "
-        "(design.py, line 8, in build)"
+        "The design's build failed: «RecursionError: maximum recursion depth exceeded while "
+        "getting the repr of an object (design.py, line 8, in build)»"
     )
 
 
@@ -438,3 +445,18 @@ def test_burning_cpu_in_every_process_it_may_start_gets_one_core(run_design: Run
     m = re.search(r"cores=([0-9.]+)", r.reason)
     assert m, r.reason
     assert float(m.group(1)) < 1.35, r.reason
+
+
+def test_the_same_infinite_loop_gets_the_same_verdict_every_time(run_design: RunDesign) -> None:
+    """It once came back CPU_LIMIT, TIMEOUT and CRASHED ("killed by SIGKILL"): a threshold on
+    the CPU time read afterwards decided. The supervisor now ends the run at the budget itself
+    and says so."""
+    loop = """
+        def build():
+            while True:
+                pass
+        """
+    verdicts = {(r.failure, r.reason) for r in (run_design(loop) for _ in range(3))}
+    assert verdicts == {
+        (FailureKind.CPU_LIMIT, "The design build step used up its CPU time limit.")
+    }
