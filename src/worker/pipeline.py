@@ -162,7 +162,9 @@ def build_one(job: Job, source: Source) -> Geometry:
         max_parts=job.limits.max_parts,
         max_triangles=job.limits.max_triangles,
     ).write(d / "job.json")
-    out = job.children.run(build_spec(job.limits, source.kind, d), f"build_{source.kind}")
+    out = job.children.run(
+        build_spec(job.limits, source.kind, d), f"build_{source.kind}", relay=False
+    )
     failure = classify(out) or (build_failure(out.error, source.kind) if out.error else None)
     if failure is not None:
         raise Failed(failure.kind, failure.reason)

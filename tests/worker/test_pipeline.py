@@ -204,19 +204,27 @@ def check(jobs: Jobs, name: str, kind: FailureKind | None, reason: str | None = 
 def test_exception_in_build_is_user_code_error_with_the_traceback_line(jobs: Jobs) -> None:
     reason = check(jobs, "zerodiv", FailureKind.USER_CODE_ERROR)
     assert "ZeroDivisionError: division by zero" in reason
-    assert reason == "ZeroDivisionError: division by zero (design.py, line 2, in helper)"
+    assert reason == (
+        "The design's build failed: «ZeroDivisionError: division by zero (design.py, line 2, "
+        "in helper)»"
+    )
 
 
 @pytest.mark.slow
 def test_syntax_error_names_the_line(jobs: Jobs) -> None:
     reason = check(jobs, "syntax", FailureKind.SYNTAX_ERROR)
-    assert reason.startswith("SyntaxError: ")
-    assert reason.endswith("(design.py, line 3)")
+    assert reason.startswith("The design's build failed: «SyntaxError: ")
+    assert reason.endswith("(design.py, line 3)»")
 
 
 @pytest.mark.slow
 def test_build_returning_none_is_no_geometry(jobs: Jobs) -> None:
-    check(jobs, "returns-none", FailureKind.NO_GEOMETRY, "build() returned no solid")
+    check(
+        jobs,
+        "returns-none",
+        FailureKind.NO_GEOMETRY,
+        "The design's build failed: «build() returned no solid»",
+    )
 
 
 @pytest.mark.slow
@@ -225,7 +233,7 @@ def test_build_returning_a_number_is_no_geometry(jobs: Jobs) -> None:
         jobs,
         "returns-number",
         FailureKind.NO_GEOMETRY,
-        "build() returned a int, not a build123d shape",
+        "The design's build failed: «build() returned a int, not a build123d shape»",
     )
 
 
@@ -235,20 +243,20 @@ def test_neither_build_nor_result_is_no_geometry(jobs: Jobs) -> None:
         jobs,
         "neither",
         FailureKind.NO_GEOMETRY,
-        "design.py defines neither build() nor a module-level result",
+        "The design's build failed: «design.py defines neither build() nor a module-level result»",
     )
 
 
 @pytest.mark.slow
 def test_parts_naming_a_missing_part_is_invalid_geometry(jobs: Jobs) -> None:
     reason = check(jobs, "parts-typo", FailureKind.INVALID_GEOMETRY)
-    assert reason.endswith("PARTS names parts that build() did not return: ['ghost']")
+    assert reason.endswith("PARTS names parts that build() did not return: ['ghost']»")
 
 
 @pytest.mark.slow
 def test_system_exit_in_build_is_a_user_code_error(jobs: Jobs) -> None:
     reason = check(jobs, "system-exit", FailureKind.USER_CODE_ERROR)
-    assert reason.startswith("SystemExit: 0")
+    assert reason.startswith("The design's build failed: «SystemExit: 0")
 
 
 @pytest.mark.slow
@@ -263,7 +271,12 @@ def test_a_real_time_signal_to_itself_is_ignored_in_the_jail(jobs: Jobs) -> None
     """The jailed code is PID 1 of its namespace: a signal it has no handler for, sent to
     itself, is dropped (DESIGN.md §8), so build() goes on and returns None. How a death by a
     real-time signal is classified is covered in test_supervisor and test_nsjail."""
-    check(jobs, "rt-signal", FailureKind.NO_GEOMETRY, "build() returned no solid")
+    check(
+        jobs,
+        "rt-signal",
+        FailureKind.NO_GEOMETRY,
+        "The design's build failed: «build() returned no solid»",
+    )
 
 
 # --- a working design ----------------------------------------------------------------------------
@@ -297,7 +310,8 @@ def test_module_level_result_is_built_and_simulated(jobs: Jobs) -> None:
 @pytest.mark.slow
 def test_jobs_work_in_the_system_temp_dir_and_remove_it(jobs: Jobs) -> None:
     reason = check(jobs, "cwd", FailureKind.USER_CODE_ERROR)
-    cwd, job = reason.removeprefix("RuntimeError: cwd=").split(" (design.py")[0].split(" job=")
+    prefix = "The design's build failed: «RuntimeError: cwd="
+    cwd, job = reason.removeprefix(prefix).split(" (design.py")[0].split(" job=")
     workdir = jobs.workdirs["simjail-cwd-"]
     assert cwd == "/tmp"  # the jail's own scratch tmpfs
     # The bind's source, relative to the root of its filesystem (all of it when /tmp is on /).
@@ -371,7 +385,8 @@ def _expected_digest(policy_dir: Path, settings: Settings) -> str:
         return {
             "cgroup_mem_max": min(mb * 2**20, ceiling(name, "cgroup_mem_max")),
             "cgroup_pids_max": ceiling(name, "cgroup_pids_max"),
-            "rlimit_cpu": min(math.ceil(cpu), ceiling(name, "rlimit_cpu")),
+            # The supervisor ends a run at its budget; RLIMIT_CPU is a backstop above it.
+            "rlimit_cpu": min(math.ceil(cpu + max(2.0, 0.1 * cpu)), ceiling(name, "rlimit_cpu")),
             "time_limit": min(math.ceil(wall), ceiling(name, "time_limit")),
         }
 

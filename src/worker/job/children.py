@@ -121,10 +121,12 @@ class Children:
         frame = min(caps.frame_bytes, lim.max_frame_bytes)
         return FrameCaps(frame, min(caps.total_bytes, 4 * frame), caps.values)
 
-    def run(self, spec: LaunchSpec, resource_key: str) -> ChildOutcome:
+    def run(self, spec: LaunchSpec, resource_key: str, *, relay: bool = True) -> ChildOutcome:
         """Run one child to its end. Raises JobCancelled (cancelled before or during it) and
         InfrastructureError (the launcher could not start it); every other ending is in the
-        outcome, for `classify` to judge."""
+        outcome, for `classify` to judge. With `relay`, its progress frames reach the caller
+        (terminals, heartbeats); a build child's never do: our build child sends none, so any
+        it sends come from the design's code."""
         self.check_cancelled()
         if self.launcher.name == "unsafe-subprocess":
             log.warning(
@@ -134,7 +136,7 @@ class Children:
             )
         log.info("child.start", phase=spec.name, launcher=self.launcher.name)
 
-        def relay(f: ProgressFrame) -> None:
+        def relay_frame(f: ProgressFrame) -> None:
             self.progress(Progress(f.phase, f.sim_time_s, f.fraction))
 
         try:
@@ -142,7 +144,7 @@ class Children:
                 out = run_child(
                     self.launcher,
                     spec,
-                    on_progress=relay,
+                    on_progress=relay_frame if relay else None,
                     max_output_bytes=self.limits.max_output_bytes,
                     frame_caps=self.frame_caps(spec.jail),
                     cancel=self.cancel,

@@ -57,9 +57,10 @@ def run_code(code: str, filename: str, module_name: str) -> tuple[Any, Any]:
             obj, found = ns["result"], True
     except BaseException as e:  # the user's code may raise anything, SystemExit included
         traceback.print_exc(file=sys.stderr)
-        last = traceback.format_exception_only(e)[-1].strip()
+        # All of it on one line, notes included: the supervisor quotes it as the design's own.
+        text = " ".join(ln.strip() for ln in traceback.format_exception_only(e) if ln.strip())
         raise Failed(
-            FailureKind.USER_CODE_ERROR, f"{last}{_where(e.__traceback__, filename)}"[:3900]
+            FailureKind.USER_CODE_ERROR, f"{text}{_where(e.__traceback__, filename)}"[:3900]
         ) from None
     if not found:
         raise Failed(

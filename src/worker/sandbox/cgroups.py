@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "simjail"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class CgroupError(RuntimeError):
@@ -129,6 +130,22 @@ class JobCgroups:
         except (OSError, ValueError):
             return Usage(None, False, False)
         return Usage(peak, hit, pids_hit)
+
+    def cpu_time_s(self) -> float | None:
+        """CPU seconds of every process in these groups now, with what each has reaped (the
+        jail's PID 1 reaps the rest), from /proc/<pid>/stat; None when unreadable."""
+        procs = self.dirs[1] if self.v == 1 else self.dirs[0]
+        ticks = 0
+        try:
+            pids = {int(p) for f in procs.rglob("cgroup.procs") for p in f.read_text().split()}
+        except (OSError, ValueError):
+            return None
+        for pid in pids:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        return ticks / CLOCK_TICKS
 
     def in_force(self) -> dict[str, int | None]:
         """The limits that hold for a jail inside these groups now (while it runs): memory and

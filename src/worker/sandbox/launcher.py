@@ -82,6 +82,12 @@ class Prepared(Protocol):
     exec_marker: bytes | None
     """What the launcher writes on its log fd when it executes the child (None: nothing)."""
 
+    def cpu_used_s(self, pid: int) -> float | None:
+        """CPU seconds everything the run started (`pid` is the launcher's process) has used
+        so far, reaped children included; None when it cannot tell. The supervisor ends the
+        run when it reaches the budget: the evidence of a CPU kill is its own measurement."""
+        ...
+
     def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
         """Called once the child is gone (always, also after a kill): release resources and
         interpret the exit. `log` is what the launcher wrote on its own log fd."""
@@ -116,13 +122,12 @@ class _SubprocessRun:
     terminate_signal: int = signal.SIGKILL
     exec_marker: bytes | None = None
 
+    def cpu_used_s(self, pid: int) -> float | None:
+        return process_tree_cpu_s(pid)
+
     def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
         if returncode < 0:
-            sig = -returncode
-            return JailReport(
-                signal=sig,
-                cpu_exceeded=sig == signal.SIGXCPU or cpu_s >= self.cpu_limit_s,
-            )
+            return JailReport(signal=-returncode, cpu_exceeded=-returncode == signal.SIGXCPU)
         return JailReport(exit_code=returncode)
 
 
@@ -159,6 +164,25 @@ class SubprocessLauncher:
             ]
         )
         return _SubprocessRun(argv, env, workdir, (frame_fd,), spec.cpu_s)
+
+
+def process_tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds of `pid` and its live descendants, with the children each has reaped."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def make_launcher(sandbox: str, policy_root: Path) -> Launcher:

@@ -29,6 +29,14 @@ from worker.sandbox.launcher import JailReport, LaunchSpec
 from worker.sandbox.policy import Policy, PolicyError
 
 JAIL_UID = 65534
+
+
+def cpu_backstop_s(budget_s: float) -> float:
+    """How far above the CPU budget RLIMIT_CPU sits: the supervisor, sampling every 0.1 s,
+    acts long before (rusage and the scheduler may disagree by a few per cent)."""
+    return max(2.0, 0.1 * budget_s)
+
+
 """The outside uid (and gid) the jailed user maps to: nobody. Must match the configs' maps."""
 MEMORY_BACKSTOP = 64 * 1024 * 1024
 """nsjail's own group gets this much more than the job's parent group, so the OOM happens in
@@ -82,11 +90,15 @@ class _NsjailRun:
     cwd: Path
     pass_fds: tuple[int, ...]
     cgroups: JobCgroups
-    cpu_limit_s: int
+    cpu_limit_s: float
+    """The job's CPU budget (RLIMIT_CPU is a backstop above it)."""
     terminate_signal: int = signal.SIGTERM  # nsjail kills its jail and removes its cgroups
     # Logged (at INFO) inside the new namespaces right before execve: the jail is set up.
     exec_marker: bytes | None = b"] Executing '"
     notes: list[str] = field(default_factory=list)
+
+    def cpu_used_s(self, pid: int) -> float | None:
+        return self.cgroups.cpu_time_s()
 
     def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
         usage = self.cgroups.usage()
@@ -127,11 +139,16 @@ def interpret(
         # child's exit code, or 128 + the signal that killed it.
         sig = int(signalled[-1]) if signalled else returncode - 128
         killed = sig == signal.SIGKILL and not timed_out
+        oom = killed and memory_limit_hit
         return JailReport(
             signal=sig,
             timed_out=timed_out,
-            memory_exceeded=killed and memory_limit_hit,
-            cpu_exceeded=(sig == signal.SIGXCPU or killed) and cpu_s >= cpu_limit_s - 0.5,
+            memory_exceeded=oom,
+            # The supervisor ends a run at its CPU budget itself (its own flag). Were it late,
+            # RLIMIT_CPU (CPU_BACKSTOP_S above the budget) kills with SIGKILL: no other SIGKILL
+            # reaches the jail's PID 1 but an OOM kill and a kill from outside, and the budget
+            # lies a whole backstop below the limit, so measurement noise cannot flip it.
+            cpu_exceeded=sig == signal.SIGXCPU or (killed and not oom and cpu_s >= cpu_limit_s),
             seccomp_killed=sig == signal.SIGSYS,
             peak_memory_mb=peak,
         )
@@ -241,7 +258,10 @@ class NsjailLauncher:
         ceil = self.policy.ceilings(spec.jail)
         return {
             "time_limit": min(math.ceil(spec.wall_s), ceil["time_limit"]),
-            "rlimit_cpu": min(math.ceil(spec.cpu_s), ceil["rlimit_cpu"]),
+            # A backstop: the supervisor ends the run at spec.cpu_s itself.
+            "rlimit_cpu": min(
+                math.ceil(spec.cpu_s + cpu_backstop_s(spec.cpu_s)), ceil["rlimit_cpu"]
+            ),
             "cgroup_mem_max": min(spec.memory_mb * 2**20, ceil["cgroup_mem_max"]),
             "cgroup_pids_max": ceil["cgroup_pids_max"],
         }
@@ -291,7 +311,7 @@ class NsjailLauncher:
             cwd=self.policy.root,
             pass_fds=(frame_fd, log_fd),
             cgroups=cg,
-            cpu_limit_s=cpu,
+            cpu_limit_s=spec.cpu_s,
         )
 
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from common.models.simulation import FailureKind, Objectives, SimOptions
 from worker.errors import Failure
 from worker.simulation.geometry import Geometry
+from worker.text import quoted
 
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -90,7 +91,9 @@ class _Frame(BaseModel):
 
 class ProgressFrame(_Frame):
     type: Literal["progress"]
-    phase: str = Field(max_length=64)
+    phase: str = Field(max_length=32, pattern=r"^[a-z0-9][a-z0-9 /._-]*$")
+    """Reaches terminals and heartbeats: plain words only (a forged frame once painted a fake
+    green SUCCESS line on the operator's terminal)."""
     sim_time_s: float = 0.0
     fraction: float = Field(default=0.0, ge=0.0, le=1.0)
 
@@ -336,16 +339,22 @@ class PhysicsPayload(_Frame):
 
 
 def _first_error(e: ValidationError) -> str:
+    """Where the first error is and what it is. The location may name a key the child chose:
+    anything but a plain identifier is quoted."""
     err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"]) or "payload"
-    return f"{loc}: {err['msg']}"
+    parts = [
+        str(x) if isinstance(x, int) or re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", str(x))
+        else quoted(str(x), 60)
+        for x in err["loc"]
+    ]  # fmt: skip
+    return f"{'.'.join(parts) or 'payload'}: {err['msg']}"
 
 
 def build_failure(frame: ErrorFrame, kind: str) -> Failure:
-    """The failure a build child reported. Which source failed is the supervisor's knowledge
-    (`kind`), never the frame's."""
-    where = "" if kind == "design" else "Environment: "
-    return Failure(FailureKind(frame.kind), where + frame.message)
+    """The failure a build child reported. Its message is the design's process's (the code it
+    ran may have written the frame itself): quoted and marked as such. Which source failed is
+    the supervisor's knowledge (`kind`), never the frame's."""
+    return Failure(FailureKind(frame.kind), f"The {kind}'s build failed: {quoted(frame.message)}")
 
 
 def build_result(frame: ResultFrame, kind: str) -> Geometry:

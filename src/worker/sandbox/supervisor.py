@@ -68,6 +68,8 @@ class ChildOutcome:
     timed_out: bool = False
     """The supervisor's own deadline fired (the launcher's should have fired first)."""
     output_exceeded: str | None = None
+    cpu_exceeded: bool = False
+    """The supervisor's own measurement reached the CPU budget: it ended the child."""
     cancelled: bool = False
     """The caller's cancel event was set: the child was ended as on a breach. Not a failure of
     the child; the caller turns it into a cancellation, never into a FAIL."""
@@ -87,6 +89,8 @@ class ChildOutcome:
     not say."""
 
 
+CPU_CHECK_S = 0.1
+"""How often the supervisor measures the child's CPU time against its budget."""
 SUPERVISOR_GRACE_S = 3.0
 """The supervisor's deadline is this much after the launcher's own wall-clock limit."""
 KILL_GRACE_S = 2.0
@@ -157,9 +161,17 @@ def run_child(
     def breach() -> None:
         _end(proc, prepared.terminate_signal)
 
+    next_cpu_check = started
     try:
         while True:
             now = time.monotonic()
+            if rusage is None and now >= next_cpu_check:
+                next_cpu_check = now + CPU_CHECK_S
+                used = prepared.cpu_used_s(proc.pid)
+                if used is not None and used >= spec.cpu_s:
+                    out.cpu_exceeded = True
+                    breach()
+                    break
             if cancel is not None and cancel.is_set():
                 out.cancelled = True
                 breach()
@@ -326,7 +338,7 @@ def classify(out: ChildOutcome) -> Failure | None:
             FailureKind.SANDBOX_VIOLATION,
             f"The {n} step made a forbidden system call and was killed.",
         )
-    if r.cpu_exceeded:
+    if out.cpu_exceeded or r.cpu_exceeded:
         return Failure(FailureKind.CPU_LIMIT, f"The {n} step used up its CPU time limit.")
     if r.signal is not None:
         if r.signal == signal.SIGXFSZ:

@@ -72,7 +72,7 @@ def test_sys_exit_inside_build_is_user_code_error(run_design: RunDesign) -> None
         """
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
-    assert r.reason == "SystemExit: 0 (design.py, line 4, in build)"
+    assert r.reason == "The design's build failed: «SystemExit: 0 (design.py, line 4, in build)»"
 
 
 def test_sys_exit_at_module_level_is_user_code_error(run_design: RunDesign) -> None:
@@ -83,7 +83,10 @@ def test_sys_exit_at_module_level_is_user_code_error(run_design: RunDesign) -> N
         """
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
-    assert r.reason == "SystemExit: leaving before build() (design.py, line 3, in <module>)"
+    assert r.reason == (
+        "The design's build failed: «SystemExit: leaving before build() (design.py, line 3, in "
+        "<module>)»"
+    )
 
 
 def test_keyboard_interrupt_is_user_code_error(run_design: RunDesign) -> None:
@@ -94,7 +97,10 @@ def test_keyboard_interrupt_is_user_code_error(run_design: RunDesign) -> None:
         """
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
-    assert r.reason == "KeyboardInterrupt: ctrl-c from the design (design.py, line 3, in build)"
+    assert r.reason == (
+        "The design's build failed: «KeyboardInterrupt: ctrl-c from the design (design.py, "
+        "line 3, in build)»"
+    )
 
 
 def test_custom_base_exception_is_user_code_error(run_design: RunDesign) -> None:
@@ -107,7 +113,9 @@ def test_custom_base_exception_is_user_code_error(run_design: RunDesign) -> None
         """
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
-    assert r.reason == "design.Escape: not an Exception (design.py, line 5, in build)"
+    assert r.reason == (
+        "The design's build failed: «design.Escape: not an Exception (design.py, line 5, in build)»"
+    )
 
 
 def test_exception_whose_str_raises_is_user_code_error(run_design: RunDesign) -> None:
@@ -121,13 +129,16 @@ def test_exception_whose_str_raises_is_user_code_error(run_design: RunDesign) ->
         """
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
-    assert r.reason.startswith("design.Sneaky: <exception str() failed>")
+    assert r.reason.startswith("The design's build failed: «design.Sneaky: <exception str() fai")
 
 
 def test_nul_bytes_in_source_are_syntax_error(run_design: RunDesign) -> None:
     r = run_design("def build():\n    return 1\x00\n")
     assert r.failure == FailureKind.SYNTAX_ERROR
-    assert r.reason == "SyntaxError: source code string cannot contain null bytes (design.py)"
+    assert r.reason == (
+        "The design's build failed: «SyntaxError: source code string cannot contain null bytes "
+        "(design.py)»"
+    )
 
 
 def test_invalid_utf8_decoded_with_replacement_is_syntax_error(run_design: RunDesign) -> None:
@@ -136,7 +147,10 @@ def test_invalid_utf8_decoded_with_replacement_is_syntax_error(run_design: RunDe
     assert "\ufffd" in code
     r = run_design(code)
     assert r.failure == FailureKind.SYNTAX_ERROR
-    assert r.reason == "SyntaxError: invalid character '\ufffd' (U+FFFD) (design.py, line 2)"
+    assert r.reason == (
+        "The design's build failed: «SyntaxError: invalid character '\ufffd' (U+FFFD) "
+        "(design.py, line 2)»"
+    )
 
 
 def test_lone_surrogate_source_is_refused_before_any_jail(run_design: RunDesign) -> None:

@@ -132,7 +132,8 @@ def test_sigstop_on_itself_is_ignored(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     assert r.reason == (
-        "RuntimeError: pid 1 still running after SIGSTOP (design.py, line 5, in build)"
+        "The design's build failed: «RuntimeError: pid 1 still running after SIGSTOP "
+        "(design.py, line 5, in build)»"
     )
 
 
@@ -151,8 +152,8 @@ def test_sigstop_from_a_child_to_pid_1_is_ignored(run_design: RunDesign) -> None
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     assert r.reason == (
-        "RuntimeError: PID 1 still running after its child sent it SIGSTOP "
-        "(design.py, line 9, in build)"
+        "The design's build failed: «RuntimeError: PID 1 still running after its child sent it "
+        "SIGSTOP (design.py, line 9, in build)»"
     )
 
 

@@ -117,7 +117,9 @@ def test_forked_grandchild_holding_stdout_does_not_hang_the_job(
         """
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
-    assert r.reason == "RuntimeError: parent gives up (design.py, line 11, in build)"
+    assert r.reason == (
+        "The design's build failed: «RuntimeError: parent gives up (design.py, line 11, in build)»"
+    )
     assert "still here" in logs_of(r)
     assert time.monotonic() - t0 < budget.quick_s + 2
 
@@ -173,7 +175,10 @@ def test_fake_sandbox_log_and_result_lines_do_not_change_the_verdict(
         """
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
-    assert r.reason == "RuntimeError: other writable fds: [] (design.py, line 17, in build)"
+    assert r.reason == (
+        "The design's build failed: «RuntimeError: other writable fds: [] (design.py, line 17, "
+        "in build)»"
+    )
     # The fakes were printed (stdout and stderr are in the logs), and ignored.
     assert logs_of(r).count("run time >= time limit (8 >= 8)") == 2
 
@@ -209,7 +214,7 @@ def test_ansi_escapes_in_exception_cannot_repaint_the_verdict(run_design: RunDes
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     assert r.reason == (
-        "RuntimeError: \\x1b[2K\\r\\x1b[32mSUCCESS\\x1b[0m \\u202eLIAF "
-        "(design.py, line 3, in build)"
+        "The design's build failed: «RuntimeError: \\x1b[2K\\r\\x1b[32mSUCCESS\\x1b[0m "
+        "\\u202eLIAF (design.py, line 3, in build)»"
     )
     assert not any(not c.isprintable() for c in r.reason)

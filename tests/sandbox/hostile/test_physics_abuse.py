@@ -212,7 +212,8 @@ def test_absurd_density_in_parts_is_invalid_geometry(run_design: RunDesign) -> N
     )
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "PARTS metadata is invalid at density: Input should be less than or equal to 30000"
+        "The design's build failed: «PARTS metadata is invalid at density: Input should be less "
+        "than or equal to 30000»"
     )
 
 

@@ -111,7 +111,8 @@ def test_fork_bomb_is_user_code_error(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     assert r.reason == (
-        "BlockingIOError: [Errno 11] Resource temporarily unavailable (design.py, line 5, in build)"
+        "The design's build failed: «BlockingIOError: [Errno 11] Resource temporarily "
+        "unavailable (design.py, line 5, in build)»"
     )
 
 
@@ -131,8 +132,8 @@ def test_thread_bomb_is_user_code_error(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     m = re.fullmatch(
-        r"RuntimeError: can't start new thread after (\d+) threads "
-        r"\(design.py, line 10, in build\)",
+        r"The design's build failed: «RuntimeError: can't start new thread after (\d+) threads "
+        r"\(design.py, line 10, in build\)»",
         r.reason,
     )
     assert m, r.reason
@@ -156,8 +157,8 @@ def test_disk_fill_of_tmp_is_no_space_left(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     m = re.fullmatch(
-        r"OSError: \[Errno 28\] No space left on device after (\d+) MiB "
-        r"\(design.py, line 10, in build\)",
+        r"The design's build failed: «OSError: \[Errno 28\] No space left on device after "
+        r"(\d+) MiB \(design.py, line 10, in build\)»",
         r.reason,
     )
     assert m, r.reason
@@ -178,8 +179,8 @@ def test_inode_fill_of_tmp_is_no_space_left(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     m = re.fullmatch(
-        r"OSError: \[Errno 28\] No space left on device: '/tmp/f(\d+)' "
-        r"\(design.py, line 5, in build\)",
+        r"The design's build failed: «OSError: \[Errno 28\] No space left on device: "
+        r"'/tmp/f(\d+)' \(design.py, line 5, in build\)»",
         r.reason,
     )
     assert m, r.reason
@@ -201,8 +202,8 @@ def test_dev_shm_fill_is_no_space_left(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     m = re.fullmatch(
-        r"OSError: \[Errno 28\] No space left on device after (\d+) MiB "
-        r"\(design.py, line 9, in build\)",
+        r"The design's build failed: «OSError: \[Errno 28\] No space left on device after "
+        r"(\d+) MiB \(design.py, line 9, in build\)»",
         r.reason,
     )
     assert m, r.reason
@@ -220,7 +221,10 @@ def test_huge_sparse_file_is_file_too_large(run_design: RunDesign) -> None:
         """
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
-    assert r.reason == "OSError: [Errno 27] File too large (design.py, line 4, in build)"
+    assert r.reason == (
+        "The design's build failed: «OSError: [Errno 27] File too large (design.py, line 4, in "
+        "build)»"
+    )
 
 
 def test_sigxfsz_restored_to_default_is_still_file_too_large(run_design: RunDesign) -> None:
@@ -239,7 +243,10 @@ def test_sigxfsz_restored_to_default_is_still_file_too_large(run_design: RunDesi
         """
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
-    assert r.reason == "OSError: [Errno 27] File too large (design.py, line 7, in build)"
+    assert r.reason == (
+        "The design's build failed: «OSError: [Errno 27] File too large (design.py, line 7, in "
+        "build)»"
+    )
 
 
 def test_fd_exhaustion_is_too_many_open_files(run_design: RunDesign) -> None:
@@ -256,8 +263,8 @@ def test_fd_exhaustion_is_too_many_open_files(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     m = re.fullmatch(
-        r"OSError: \[Errno 24\] Too many open files after (\d+) files "
-        r"\(design.py, line 8, in build\)",
+        r"The design's build failed: «OSError: \[Errno 24\] Too many open files after (\d+) "
+        r"files \(design.py, line 8, in build\)»",
         r.reason,
     )
     assert m, r.reason
@@ -299,8 +306,8 @@ def test_c_level_recursion_is_recursion_error(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     assert r.reason == (
-        "RecursionError: maximum recursion depth exceeded while getting the repr of an object "
-        "(design.py, line 8, in build)"
+        "The design's build failed: «RecursionError: maximum recursion depth exceeded while "
+        "getting the repr of an object (design.py, line 8, in build)»"
     )
 
 
@@ -331,7 +338,10 @@ def test_hundreds_of_parts_is_geometry_limit(run_design: RunDesign, budget: Budg
         """  # noqa: E501
     )
     assert r.failure == FailureKind.GEOMETRY_LIMIT
-    assert r.reason == "The geometry was rejected: build() returned more than 200 parts, the cap."
+    assert r.reason == (
+        "The design's build failed: «The geometry was rejected: build() returned more than 200 "
+        "parts, the cap.»"
+    )
     assert build_resources(r)["cpu_s"] < budget.cpu_s - 0.1
 
 
@@ -352,7 +362,8 @@ def test_finely_tessellated_part_is_geometry_limit(run_design: RunDesign) -> Non
     )
     assert r.failure == FailureKind.GEOMETRY_LIMIT
     assert r.reason == (
-        "The geometry was rejected: build() returned more than 5000 triangles, the cap."
+        "The design's build failed: «The geometry was rejected: build() returned more than 5000 "
+        "triangles, the cap.»"
     )
 
 
@@ -438,3 +449,18 @@ def test_burning_cpu_in_every_process_it_may_start_gets_one_core(run_design: Run
     m = re.search(r"cores=([0-9.]+)", r.reason)
     assert m, r.reason
     assert float(m.group(1)) < 1.35, r.reason
+
+
+def test_the_same_infinite_loop_gets_the_same_verdict_every_time(run_design: RunDesign) -> None:
+    """It once came back CPU_LIMIT, TIMEOUT and CRASHED ("killed by SIGKILL"): a threshold on
+    the CPU time read afterwards decided. The supervisor now ends the run at the budget itself
+    and says so."""
+    loop = """
+        def build():
+            while True:
+                pass
+        """
+    verdicts = {(r.failure, r.reason) for r in (run_design(loop) for _ in range(3))}
+    assert verdicts == {
+        (FailureKind.CPU_LIMIT, "The design build step used up its CPU time limit.")
+    }

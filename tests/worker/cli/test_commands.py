@@ -193,7 +193,10 @@ def test_fail_json_exits_1(runs: dict[str, Run]) -> None:
     assert run.rc == 1, run.stderr
     r = json_result(run)
     assert (r.outcome, r.failure) == ("FAIL", FailureKind.USER_CODE_ERROR)
-    assert r.reason == "ZeroDivisionError: division by zero (design.py, line 2, in build)"
+    assert r.reason == (
+        "The design's build failed: «ZeroDivisionError: division by zero (design.py, line 2, "
+        "in build)»"
+    )
 
 
 @pytest.mark.slow
@@ -217,7 +220,9 @@ def test_fail_text_exits_1_with_a_readable_verdict(runs: dict[str, Run]) -> None
     run = runs["fail-text"]
     assert run.rc == 1, run.stderr
     first = run.stdout.splitlines()[0]
-    assert first.startswith("FAIL (USER_CODE_ERROR): ZeroDivisionError: division by zero")
+    assert first.startswith(
+        "FAIL (USER_CODE_ERROR): The design's build failed: «ZeroDivisionError: division by zero"
+    )
     assert "report" in run.stdout
 
 
@@ -305,7 +310,8 @@ def test_jobs_work_in_the_temp_dir_they_were_given(runs: dict[str, Run]) -> None
     run = runs["cwd-json"]
     assert run.rc == 1, run.stderr
     reason = json_result(run).reason
-    cwd, job = reason.removeprefix("RuntimeError: cwd=").split(" (design.py")[0].split(" job=")
+    prefix = "The design's build failed: «RuntimeError: cwd="
+    cwd, job = reason.removeprefix(prefix).split(" (design.py")[0].split(" job=")
     assert cwd == "/tmp"  # the jail's own scratch tmpfs
     # The bind's source, relative to the root of its filesystem (all of it when /tmp is on /).
     workdir = next(p for p in Path(job).parents if p.name.startswith("simjail-cwd-"))

@@ -23,6 +23,7 @@ from worker.sandbox.launcher import (
     JailReport,
     LaunchSpec,
     SubprocessLauncher,
+    process_tree_cpu_s,
 )
 from worker.sandbox.protocol import PHYSICS_CAPS, BuildJob, FrameCaps, ProgressFrame
 from worker.sandbox.supervisor import (
@@ -63,6 +64,9 @@ class PyRun:
     report: JailReport | None = None
     """What `finish` returns instead of reading the exit status, when set."""
     finished: list[tuple[int, str, float]] = field(default_factory=list)
+
+    def cpu_used_s(self, pid: int) -> float | None:
+        return process_tree_cpu_s(pid)
 
     def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
         self.finished.append((returncode, log, cpu_s))
