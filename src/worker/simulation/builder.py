@@ -27,6 +27,13 @@ ZONE_RGBA = {
     "build": (0.2, 0.4, 0.9, 0.12),
 }
 DEFAULT_FRICTION = 0.8
+IMPRATIO = 10.0
+"""Ratio of frictional to normal constraint impedance (with the elliptic cone; see _set_options)."""
+CONTACT_TIMECONST_STEPS = 2.0
+"""Contact stiffness: solref's time constant in timesteps (MuJoCo's stable minimum)."""
+CONTACT_SOLIMP = (0.95, 0.99, 0.001, 0.5, 2.0)
+"""Contact impedance: 0.95 at zero penetration rising to 0.99 within 1 mm (MuJoCo's default
+is 0.9–0.95)."""
 ZONE_GROUP = 2
 """Zone boxes live in geom group 2 (drawn by default) and have contype = conaffinity = 0, so
 nothing ever collides with them; the verdict measures distances to them instead."""
@@ -89,6 +96,9 @@ def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> 
     for z in objectives.zones:
         _add_zone(spec.worldbody, z)
     _add_actuators(spec, geom)
+    spec.memory = arena_bytes(
+        sum(1 for g in spec.geoms if g.contype or g.conaffinity), 6 * len(geom.parts)
+    )
     try:
         model = spec.compile()
     except Exception as e:  # mujoco raises ValueError with the compiler's message
@@ -109,6 +119,25 @@ def build_scene(geom: Geometry, objectives: Objectives, options: SimOptions) -> 
     )
 
 
+ARENA_MIN_BYTES = 64 * 2**20
+ARENA_MAX_BYTES = 1024 * 2**20
+"""The physics jail has 4 GiB; MuJoCo's arena (contacts, constraints, the solver's stack) is
+sized for the scene between these bounds."""
+CONTACTS_PER_GEOM = 32
+"""Room for this many contacts per colliding geom (box–box gives up to 8 per pair; a geom
+touches a few others at once)."""
+
+
+def arena_bytes(collision_geoms: int, dofs: int) -> int:
+    """MuJoCo's arena for a scene: each contact holds its record (~600 bytes) and three
+    constraint rows (elliptic cone, condim 3) of Jacobian and solver data, ~16 doubles per
+    degree of freedom each. Should it still overflow, MuJoCo drops contacts and warns
+    (mjWARN_CONTACTFULL), and the verdict fails the run (PHYSICS_INSTABILITY)."""
+    contacts = CONTACTS_PER_GEOM * collision_geoms + 1000
+    per_contact = 600 + 3 * (200 + 16 * 8 * dofs)
+    return int(min(ARENA_MAX_BYTES, max(ARENA_MIN_BYTES, 2 * contacts * per_contact)))
+
+
 def _set_options(spec: mujoco.MjSpec, options: SimOptions) -> None:
     spec.modelname = "simjail"
     spec.compiler.degree = False  # every angle we hand MuJoCo is in radians
@@ -116,6 +145,20 @@ def _set_options(spec: mujoco.MjSpec, options: SimOptions) -> None:
     # Never restart a diverged simulation silently: divergence is a verdict (PHYSICS_INSTABILITY).
     spec.option.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_AUTORESET)
     spec.option.integrator = int(mujoco.mjtIntegrator.mjINT_IMPLICITFAST)
+    # Friction the same in every direction (README "Friction"): MuJoCo's default pyramidal cone
+    # approximates Coulomb's circle by a square, so a box that should stick on a 24° slope at
+    # μ 0.5 crept 7 mm in 2 s, slid off when the slope was turned 45° in the world, and a
+    # statically stable tower drifted 14 mm in 10 s. The elliptic cone is the circle itself;
+    # impratio 10 makes frictional constraints ten times stiffer than normal ones, so sticking
+    # really sticks (~1 mm at any heading), while sliding still follows g(sin θ − μ cos θ).
+    spec.option.cone = int(mujoco.mjtCone.mjCONE_ELLIPTIC)
+    spec.option.impratio = IMPRATIO
+    # Stiff, hard contacts: MuJoCo's default (a 20 ms time constant, solimp 0.9–0.95) lets each
+    # contact sink ~0.4 mm under a 40 mm cube, and the uneven sag tilted an offset tower until
+    # its top slid off. A time constant of two steps (the smallest MuJoCo keeps stable) and
+    # solimp 0.95–0.99 keep a 5-cube tower within 0.2 mm over 10 s.
+    spec.default.geom.solref = [CONTACT_TIMECONST_STEPS * options.timestep_s, 1.0]
+    spec.default.geom.solimp = list(CONTACT_SOLIMP)
     # Fast, faithful rendering on a CPU (DESIGN.md §7): smaller shadow map, no MSAA.
     spec.visual.quality.shadowsize = 1024
     spec.visual.quality.offsamples = 0
