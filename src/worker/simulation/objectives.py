@@ -123,6 +123,16 @@ class Verdict:
             c = d.contact[i]
             if c.dist < -PENETRATION_TOLERANCE_MM * MM:
                 a, b = self._geom_owner(m, c.geom1), self._geom_owner(m, c.geom2)
+                floor = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "floor")
+                if floor in (c.geom1, c.geom2) and floor >= 0:
+                    part = b if c.geom1 == floor else a
+                    low = min(float(v[:, 2].min()) for v in self.scene.solid_mm[part])
+                    return self._decide(
+                        FailureKind.INITIAL_PENETRATION,
+                        f"Part {part!r} starts {-low:.1f} mm below the floor, z = 0 (build123d "
+                        "centres parts on the origin: lift it, e.g. with Pos(0, 0, z)).",
+                        0.0,
+                    )
                 return self._decide(
                     FailureKind.INITIAL_PENETRATION,
                     f"Parts {a!r} and {b!r} overlap by {-c.dist / MM:.1f} mm at t=0.",

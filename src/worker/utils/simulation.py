@@ -54,10 +54,15 @@ def simulate_local(
     try:
         t = time.monotonic()
         try:
-            geom = extract_geometry(component, parts)
+            geom = extract_geometry(component, parts, tessellation=options.tessellation)
             phases["build"] = time.monotonic() - t
             limits = settings.limits
-            validate_geometry(geom, max_parts=limits.max_parts, max_triangles=limits.max_triangles)
+            validate_geometry(
+                geom,
+                max_parts=limits.max_parts,
+                max_triangles=limits.max_triangles,
+                tessellation=options.tessellation,
+            )
             geometry = workdir / "geometry.json"
             geometry.write_text(geom.model_dump_json())
             outcome = judge(

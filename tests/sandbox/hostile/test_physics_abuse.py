@@ -302,8 +302,9 @@ def test_forged_collinear_mesh_is_invalid_geometry(run_design: RunDesign) -> Non
     )
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "The geometry was rejected: part 'needle' claims a volume of 100 mm³ but its solids "
-        "enclose 0 mm³."
+        "The geometry was rejected: part 'needle': its CAD solid has a volume of 100 mm³ but its "
+        "mesh encloses 0 mm³, more than the tessellation can explain (±1 mm³); the solid is "
+        "probably not closed or intersects itself."
     )
 
 

@@ -269,7 +269,7 @@ def test_honest_twin_a_bar_pressed_within_the_bound_is_stable(bd: Any, scene_of:
     shapes, parts, options = _pressed_bar(bd, 2e3)  # 20 kN on the block
     s = run(scene_of, shapes, parts=parts, options=options)
     assert s.failure is None, s.reason
-    assert 1e4 < s.max_contact_force_n < 1e6
+    assert 1e3 < s.max_contact_force_n < 1e6  # 20 kN shared by up to 4 contact points
 
 
 def _grid_of_blocks(bd: Any) -> list[Any]:

@@ -1,0 +1,373 @@
+"""What each solid collides as (trusted code on untrusted meshes; runs in the physics jail).
+
+In this order (README "Collision shapes"):
+1. a checked primitive claim (sphere, box, cylinder, capsule): MuJoCo's primitive, exact;
+2. a convex mesh: itself (MuJoCo collides with a mesh's convex hull);
+3. a prism (an extruded profile: gears, brackets, latches, plates with holes): its cap's
+   triangulation merged into convex polygons (Hertel–Mehlhorn), each extruded: exact;
+4. any other concave solid: CoACD's convex decomposition, from the cache the supervisor handed
+   over, else computed in a separate process under a time budget and a piece cap;
+5. when the budget runs out or CoACD fails: the hull, with a warning in the result.
+
+Pieces are vertex clouds (MuJoCo takes their hulls). Pieces that crossed a process boundary
+(CoACD's process, the cache) are checked by `check_pieces` before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from worker.simulation.geometry import ConvexPieces, Mesh
+
+CONCAVE_FRACTION = 0.01
+"""A solid whose mesh fills less of its hull than 1 − this is concave."""
+MAX_PRISM_PIECES = 256
+"""Exact prism pieces allowed per solid (a 40-tooth gear needs ~90)."""
+MAX_PIECES = 32
+"""CoACD pieces per solid (its `max_convex_hull`)."""
+MAX_PIECE_VERTICES = 256
+"""Vertices per CoACD piece (its `max_ch_vertex`)."""
+PIECES_VOLUME_SLACK = 0.3
+"""CoACD pieces overlap and fill concavities up to its threshold: their hulls may hold 30%
+more than the solid (a cup's 19 pieces hold 13% more)."""
+DECOMPOSITION_BUDGET_S = 60.0
+"""Wall-clock budget of CoACD for one job, all solids together."""
+COACD_PARAMS: dict[str, float | int | str] = {
+    "threshold": 0.04,
+    "max_convex_hull": MAX_PIECES,
+    "preprocess_mode": "off",
+    "resolution": 1000,
+    "mcts_nodes": 10,
+    "mcts_iterations": 60,
+    "max_ch_vertex": MAX_PIECE_VERTICES,
+    "seed": 0,
+}
+"""CoACD's settings (its concavity threshold is relative to the solid's size)."""
+
+
+def coacd_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("coacd")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def decomposition_key(mesh: Mesh) -> str:
+    """The cache key of a solid's decomposition: its mesh's content, CoACD's version and
+    settings. A repeated part (the same mesh) costs nothing the second time."""
+    h = hashlib.sha256()
+    h.update(mesh.vertices.encode("ascii"))
+    h.update(b"|")
+    h.update(mesh.triangles.encode("ascii"))
+    h.update(json.dumps([coacd_version(), COACD_PARAMS], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def hull_volume(points: NDArray[np.float64]) -> float:
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        return float(ConvexHull(points).volume)
+    except (QhullError, ValueError):
+        return 0.0
+
+
+def enclosed_volume(v: NDArray[np.float64], t: NDArray[np.int32]) -> float:
+    a, b, c = v[t[:, 0]], v[t[:, 1]], v[t[:, 2]]
+    return abs(float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6.0)
+
+
+def is_concave(v: NDArray[np.float64], t: NDArray[np.int32]) -> bool:
+    hull = hull_volume(v)
+    return hull > 0 and enclosed_volume(v, t) < (1 - CONCAVE_FRACTION) * hull
+
+
+# --- prisms ------------------------------------------------------------------------------------
+
+
+def prism_pieces(v: NDArray[np.float64], t: NDArray[np.int32]) -> list[NDArray[np.float64]] | None:
+    """The exact convex pieces of a prism (a profile extruded along one direction), or None
+    when the solid is not one. A prism here: two planar caps at the two ends of an axis with
+    equal areas, every other triangle within 6° of parallel to the axis, and a volume of cap
+    area × height (to 0.1%)."""
+    a, b, c = v[t[:, 0]], v[t[:, 1]], v[t[:, 2]]
+    cross = np.cross(b - a, c - a)
+    area2 = np.linalg.norm(cross, axis=1)
+    ok = area2 > 0
+    n = np.zeros_like(cross)
+    n[ok] = cross[ok] / area2[ok, None]
+    volume = enclosed_volume(v, t)
+    if volume <= 0:
+        return None
+    sign = 1.0 if np.einsum("ij,ij->i", a, cross).sum() >= 0 else -1.0  # outward normals
+    n *= sign
+    tried: list[NDArray[np.float64]] = []
+    for i in np.argsort(-area2)[:64]:
+        d = n[i]
+        if not ok[i] or any(abs(float(d @ e)) > 1 - 1e-6 for e in tried):
+            continue
+        tried.append(d)
+        pieces = _prism_along(v, t, n, area2 / 2, volume, d)
+        if pieces is not None:
+            return pieces
+        if len(tried) >= 6:
+            break
+    return None
+
+
+def _prism_along(
+    v: NDArray[np.float64],
+    t: NDArray[np.int32],
+    n: NDArray[np.float64],
+    area: NDArray[np.float64],
+    volume: float,
+    d: NDArray[np.float64],
+) -> list[NDArray[np.float64]] | None:
+    d = d / np.linalg.norm(d)
+    h = v @ d
+    h0, h1 = float(h.min()), float(h.max())
+    height = h1 - h0
+    if height <= 1e-6:
+        return None
+    eps = 1e-4 * max(height, 1.0)
+    dots = n @ d
+    th = h[t]
+    top = (dots > 1 - 1e-6) & (np.abs(th - h1) < eps).all(axis=1)
+    bottom = (dots < -1 + 1e-6) & (np.abs(th - h0) < eps).all(axis=1)
+    side = ~(top | bottom)
+    if (np.abs(dots[side]) > math.sin(math.radians(6))).any():
+        return None
+    a_top, a_bottom = float(area[top].sum()), float(area[bottom].sum())
+    if a_top <= 0 or abs(a_top - a_bottom) > 1e-3 * a_top:
+        return None
+    if abs(a_top * height - volume) > 1e-3 * volume:
+        return None
+    e1 = np.cross(d, [1.0, 0, 0] if abs(d[0]) < 0.9 else [0, 1.0, 0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(d, e1)
+    tri = t[top]
+    uv = np.stack([v @ e1, v @ e2], axis=1)
+    polygons = _convex_polygons(uv, tri)
+    if polygons is None or len(polygons) > MAX_PRISM_PIECES:
+        return None
+    out = []
+    for poly in polygons:
+        p2 = np.array(poly)
+        base = p2[:, :1] * e1 + p2[:, 1:2] * e2
+        out.append(np.concatenate([base + h0 * d, base + h1 * d]))
+    return out
+
+
+def _convex_polygons(
+    uv: NDArray[np.float64], tri: NDArray[np.int32]
+) -> list[list[tuple[float, float]]] | None:
+    """Hertel–Mehlhorn: merge a triangulated region into convex polygons by dropping every
+    diagonal whose removal keeps both sides' union convex (at most 4× the fewest pieces)."""
+    scale = float(np.abs(uv).max()) or 1.0
+    keys: dict[tuple[int, int], int] = {}
+    pts: list[tuple[float, float]] = []
+    ids = np.zeros(tri.shape, dtype=np.int64)
+    q = np.round(uv / (scale * 1e-7)).astype(np.int64)
+    for r in range(tri.shape[0]):
+        for k in range(3):
+            vi = int(tri[r, k])
+            key = (int(q[vi, 0]), int(q[vi, 1]))
+            if key not in keys:
+                keys[key] = len(pts)
+                pts.append((float(uv[vi, 0]), float(uv[vi, 1])))
+            ids[r, k] = keys[key]
+    p = np.array(pts)
+
+    def cross(o: int, a: int, b: int) -> float:
+        return float(
+            (p[a, 0] - p[o, 0]) * (p[b, 1] - p[o, 1]) - (p[a, 1] - p[o, 1]) * (p[b, 0] - p[o, 0])
+        )
+
+    polys: dict[int, list[int]] = {}
+    for r in range(ids.shape[0]):
+        a, b, c = (int(x) for x in ids[r])
+        if len({a, b, c}) < 3 or abs(cross(a, b, c)) < 1e-12 * scale * scale:
+            continue  # a sliver: its neighbours cover it
+        polys[r] = [a, b, c] if cross(a, b, c) > 0 else [a, c, b]
+    owner: dict[tuple[int, int], int] = {}
+    for pid, loop in polys.items():
+        for i in range(3):
+            owner[(loop[i], loop[(i + 1) % 3])] = pid
+    tol = 1e-9 * scale * scale
+
+    def convex(loop: list[int]) -> bool:
+        m = len(loop)
+        return all(cross(loop[i - 1], loop[i], loop[(i + 1) % m]) >= -tol for i in range(m))
+
+    edges = sorted(
+        ((a, b) for (a, b) in owner if a < b and (b, a) in owner),
+        key=lambda e: -math.dist(pts[e[0]], pts[e[1]]),
+    )
+    for a, b in edges:
+        pa, pb = owner.get((a, b)), owner.get((b, a))
+        if pa is None or pb is None or pa == pb:
+            continue
+        la, lb = polys[pa], polys[pb]
+        ia, ib = la.index(b), lb.index(a)
+        ra = la[ia:] + la[:ia]  # starts at b, ends at a
+        rb = lb[ib:] + lb[:ib]  # starts at a, ends at b
+        merged = ra + rb[1:-1]
+        if not convex(merged):
+            continue
+        polys[pa] = merged
+        del polys[pb]
+        for i in range(len(merged)):
+            owner[(merged[i], merged[(i + 1) % len(merged)])] = pa
+        owner.pop((a, b), None)
+        owner.pop((b, a), None)
+    if not polys:
+        return None
+    return [[pts[i] for i in loop] for loop in polys.values()]
+
+
+# --- CoACD, in a process of its own ------------------------------------------------------------
+
+
+def check_pieces(
+    pieces: ConvexPieces, v: NDArray[np.float64], t: NDArray[np.int32]
+) -> list[NDArray[np.float64]] | None:
+    """The pieces as arrays when they can be this solid's decomposition, else None. They came
+    from CoACD's process or from the cache, both written where untrusted meshes were parsed,
+    so one job could try to poison the next: within the caps, finite, inside the solid's box
+    (grown by 1% of its diagonal), each piece's centre inside the solid, and together holding
+    at most PIECES_VOLUME_SLACK more than it."""
+    try:
+        arrays = pieces.arrays()
+    except ValueError:
+        return None
+    if not 1 <= len(arrays) <= MAX_PIECES:
+        return None
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    margin = 0.01 * float(np.linalg.norm(hi - lo)) + 0.01
+    total = 0.0
+    centres = []
+    for a in arrays:
+        if not 4 <= len(a) <= MAX_PIECE_VERTICES or not np.isfinite(a).all():
+            return None
+        if (a < lo - margin).any() or (a > hi + margin).any():
+            return None
+        vol = hull_volume(a)
+        if vol <= 0:
+            return None
+        total += vol
+        centres.append(a.mean(axis=0))
+    if total > (1 + PIECES_VOLUME_SLACK) * enclosed_volume(v, t) + 1.0:
+        return None
+    if not inside(np.array(centres), v, t).all():
+        return None
+    return arrays
+
+
+def inside(points: NDArray[np.float64], v: NDArray[np.float64], t: NDArray[np.int32]) -> Any:
+    """Which points lie inside the closed mesh (generalised winding number > 1/2)."""
+    a, b, c = v[t[:, 0]], v[t[:, 1]], v[t[:, 2]]
+    out = np.zeros(len(points), dtype=bool)
+    for i, p in enumerate(points):
+        x, y, z = a - p, b - p, c - p
+        lx, ly, lz = (np.linalg.norm(w, axis=1) for w in (x, y, z))
+        num = np.einsum("ij,ij->i", x, np.cross(y, z))
+        den = (
+            lx * ly * lz
+            + np.einsum("ij,ij->i", x, y) * lz
+            + np.einsum("ij,ij->i", y, z) * lx
+            + np.einsum("ij,ij->i", z, x) * ly
+        )
+        w = np.arctan2(num, den).sum() / (2 * math.pi)
+        out[i] = abs(w) > 0.5
+    return out
+
+
+def weld(v: NDArray[np.float64], t: NDArray[np.int32]) -> tuple[Any, Any]:
+    """Merge coincident vertices (OCCT meshes each face apart): CoACD wants a manifold."""
+    scale = float(np.abs(v).max()) or 1.0
+    q = np.round(v / (scale * 1e-7))
+    _, first, inverse = np.unique(q, axis=0, return_index=True, return_inverse=True)
+    return v[first], inverse.reshape(-1)[t]
+
+
+def run_coacd(v: NDArray[np.float64], t: NDArray[np.int32], budget_s: float) -> ConvexPieces | None:
+    """CoACD's pieces of one solid, computed in a child process (CoACD is C++ parsing a mesh
+    the design shaped; it has no time limit of its own, so the child is killed at the budget).
+    None when the budget runs out or CoACD fails."""
+    if budget_s <= 0.5:
+        return None
+    wv, wt = weld(v, t)
+    request = ConvexPieces.from_arrays([wv]).model_dump_json()
+    tri = ConvexPieces.from_arrays([wt.astype(np.float64)]).model_dump_json()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-I", "-m", "worker.simulation.decompose"],
+            input=(request + "\n" + tri + "\n").encode(),
+            capture_output=True,
+            timeout=budget_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    if r.returncode != 0 or len(r.stdout) > 64 * 2**20:
+        return None
+    try:
+        return ConvexPieces.model_validate_json(r.stdout)
+    except ValueError:
+        return None
+
+
+# --- the plan of one scene ---------------------------------------------------------------------
+
+
+@dataclass
+class Decomposer:
+    """Decides each solid's collision pieces for one scene, with the cache the supervisor
+    handed over; collects what it computed (for the supervisor to cache) and its warnings."""
+
+    cached: dict[str, ConvexPieces] = field(default_factory=dict)
+    budget_s: float = DECOMPOSITION_BUDGET_S
+    computed: dict[str, ConvexPieces] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    _deadline: float | None = None
+
+    def pieces(
+        self, label: str, index: int, mesh: Mesh, v: NDArray[np.float64], t: NDArray[np.int32]
+    ) -> list[NDArray[np.float64]] | None:
+        """The convex pieces the solid collides as, or None: it collides as its own hull
+        (convex, or the fallback)."""
+        if not is_concave(v, t):
+            return None
+        exact = prism_pieces(v, t)
+        if exact is not None:
+            return exact
+        key = decomposition_key(mesh)
+        for source in (self.cached, self.computed):
+            if key in source:
+                arrays = check_pieces(source[key], v, t)
+                if arrays is not None:
+                    return arrays
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.budget_s
+        got = run_coacd(v, t, self._deadline - time.monotonic())
+        arrays = check_pieces(got, v, t) if got is not None else None
+        if got is None or arrays is None:
+            self.warnings.append(
+                f"Part {label!r} solid {index} is concave but could not be decomposed within "
+                f"the {self.budget_s:g} s budget; it collides as its convex hull."
+            )
+            return None
+        self.computed[key] = got
+        return arrays
