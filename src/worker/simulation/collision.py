@@ -31,8 +31,8 @@ from worker.simulation.geometry import ConvexPieces, Mesh
 
 CONCAVE_FRACTION = 0.01
 """A solid whose mesh fills less of its hull than 1 − this is concave."""
-MAX_PRISM_PIECES = 256
-"""Exact prism pieces allowed per solid (a 40-tooth gear needs ~90)."""
+MAX_PRISM_PIECES = 1024
+"""Exact prism pieces allowed per solid (a 30-tooth gear with root fillets needs ~360)."""
 MAX_PIECES = 32
 """CoACD pieces per solid (its `max_convex_hull`)."""
 MAX_PIECE_VERTICES = 256

@@ -282,9 +282,7 @@ def _grid_of_blocks(bd: Any) -> list[Any]:
     return blocks
 
 
-def test_a_contact_arena_overflow_is_instability(
-    bd: Any, scene_of: Any, monkeypatch: Any
-) -> None:
+def test_a_contact_arena_overflow_is_instability(bd: Any, scene_of: Any, monkeypatch: Any) -> None:
     """When MuJoCo's arena is full it drops contacts for the step and only a warning counter
     says so (parts then fall through each other): that run is invalid, never "stable"."""
     from worker.simulation import builder
