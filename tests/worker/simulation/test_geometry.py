@@ -203,7 +203,7 @@ def test_a_claimed_volume_unlike_the_mesh_is_invalid() -> None:
 def test_a_claimed_centre_of_mass_inside_the_box_but_off_the_mesh_is_invalid() -> None:
     """Within its own bounding box a forger could still move the point the goal rule follows."""
     with pytest.raises(
-        Failed, match="the centre of mass of its CAD solid is .* mm from that of its mesh"
+        Failed, match=r"the centre of mass of its CAD solid is .* mm from that of its mesh"
     ):
         validate_geometry(Geometry(parts=[part(com_mm=(9.0, 5.0, 5.0))]))
 
