@@ -20,10 +20,10 @@ import mujoco
 import numpy as np
 from numpy.typing import NDArray
 
-from common.models.simulation import FailureKind, Objectives, SimOptions, Zone
+from common.models.simulation import FailureKind, Objectives, SimOptions, Tessellation, Zone
 from worker.errors import Failed
 from worker.simulation.collision import Decomposer
-from worker.simulation.geometry import Geometry, Part, Primitive
+from worker.simulation.geometry import Geometry, Part, Primitive, allowed_deflection
 
 MM = 1e-3
 ZONE_RGBA = {
@@ -250,7 +250,7 @@ def _add_parts(
             parent = p.meta.joint.parent if p.meta.joint else "world"
             origin = np.zeros(3) if parent == "world" else np.array(by_label[parent].com_mm) * MM
             bodies[p.label], solid_mm[p.label] = _add_body(
-                spec, bodies[parent], origin, p, decomposer
+                spec, bodies[parent], origin, p, decomposer, geom.tessellation
             )
             if parent != "world":
                 # A part never collides with its joint parent (an axle in its bearing). MuJoCo
@@ -267,6 +267,7 @@ def _add_body(
     parent_com_m: NDArray[np.float64],
     p: Part,
     decomposer: Decomposer,
+    tessellation: Tessellation,
 ) -> tuple[mujoco.MjsBody, list[NDArray[np.float64]]]:
     """The part's body at its centre of mass, with the CAD solid's mass and inertia, its joint,
     and each solid's geoms (which never contribute mass)."""
@@ -294,12 +295,14 @@ def _add_body(
         name = f"{p.label}__solid{si}"
         if m.primitive is not None:  # checked against the mesh by validate_geometry
             _add_primitive(body, name, m.primitive, com, rgba, surface)
+            decomposer.stats["primitive"] += 1
             continue
         spec.add_mesh(
             name=f"{name}_mesh", uservert=((v * MM) - com).ravel().tolist(),
             userface=t.ravel().tolist(),
         )  # fmt: skip
-        pieces = decomposer.pieces(p.label, si, m, v, t)
+        delta = allowed_deflection(tessellation, float(np.linalg.norm(v.max(0) - v.min(0))))
+        pieces = decomposer.pieces(p.label, si, m, v, t, delta)
         if pieces is None:  # convex (or the hull fallback): the mesh collides as its hull
             body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=f"{name}_mesh",
                           rgba=rgba, **surface)  # fmt: skip

@@ -204,7 +204,8 @@ def primitive_of(solid: Any, verts: Any) -> Primitive | None:
 
 def _shape_kind(leaf: Any) -> Any:
     name = type(leaf).__name__
-    known = ("Compound", "Solid", "Shell", "Face", "Wire", "Edge", "Vertex")
+    known = ("Compound", "Part", "Sketch", "Curve", "Solid", "Shell", "Face", "Wire", "Edge",
+             "Vertex")  # fmt: skip
     return name if name in known else "other"
 
 

@@ -46,9 +46,9 @@ COACD_PARAMS: dict[str, float | int | str] = {
     "threshold": 0.04,
     "max_convex_hull": MAX_PIECES,
     "preprocess_mode": "off",
-    "resolution": 1000,
+    "resolution": 500,
     "mcts_nodes": 10,
-    "mcts_iterations": 60,
+    "mcts_iterations": 30,
     "max_ch_vertex": MAX_PIECE_VERTICES,
     "seed": 0,
 }
@@ -97,7 +97,9 @@ def is_concave(v: NDArray[np.float64], t: NDArray[np.int32]) -> bool:
 # --- prisms ------------------------------------------------------------------------------------
 
 
-def prism_pieces(v: NDArray[np.float64], t: NDArray[np.int32]) -> list[NDArray[np.float64]] | None:
+def prism_pieces(
+    v: NDArray[np.float64], t: NDArray[np.int32], fill_mm: float = 0.0
+) -> list[NDArray[np.float64]] | None:
     """The exact convex pieces of a prism (a profile extruded along one direction), or None
     when the solid is not one. A prism here: two planar caps at the two ends of an axis with
     equal areas, every other triangle within 6° of parallel to the axis, and a volume of cap
@@ -119,7 +121,7 @@ def prism_pieces(v: NDArray[np.float64], t: NDArray[np.int32]) -> list[NDArray[n
         if not ok[i] or any(abs(float(d @ e)) > 1 - 1e-6 for e in tried):
             continue
         tried.append(d)
-        pieces = _prism_along(v, t, n, area2 / 2, volume, d)
+        pieces = _prism_along(v, t, n, area2 / 2, volume, d, fill_mm)
         if pieces is not None:
             return pieces
         if len(tried) >= 6:
@@ -134,6 +136,7 @@ def _prism_along(
     area: NDArray[np.float64],
     volume: float,
     d: NDArray[np.float64],
+    fill_mm: float,
 ) -> list[NDArray[np.float64]] | None:
     d = d / np.linalg.norm(d)
     h = v @ d
@@ -159,7 +162,7 @@ def _prism_along(
     e2 = np.cross(d, e1)
     tri = t[top]
     uv = np.stack([v @ e1, v @ e2], axis=1)
-    polygons = _convex_polygons(uv, tri)
+    polygons = _convex_polygons(uv, tri, fill_mm)
     if polygons is None or len(polygons) > MAX_PRISM_PIECES:
         return None
     out = []
@@ -171,10 +174,12 @@ def _prism_along(
 
 
 def _convex_polygons(
-    uv: NDArray[np.float64], tri: NDArray[np.int32]
+    uv: NDArray[np.float64], tri: NDArray[np.int32], fill: float = 0.0
 ) -> list[list[tuple[float, float]]] | None:
     """Hertel–Mehlhorn: merge a triangulated region into convex polygons by dropping every
-    diagonal whose removal keeps both sides' union convex (at most 4× the fewest pieces)."""
+    diagonal whose removal keeps both sides' union convex (at most 4× the fewest pieces), or
+    within `fill` of its hull (a piece then collides as that hull: a tessellated arc is not cut
+    into slivers, which thin pieces let through under impact)."""
     scale = float(np.abs(uv).max()) or 1.0
     keys: dict[tuple[int, int], int] = {}
     pts: list[tuple[float, float]] = []
@@ -209,7 +214,9 @@ def _convex_polygons(
 
     def convex(loop: list[int]) -> bool:
         m = len(loop)
-        return all(cross(loop[i - 1], loop[i], loop[(i + 1) % m]) >= -tol for i in range(m))
+        if all(cross(loop[i - 1], loop[i], loop[(i + 1) % m]) >= -tol for i in range(m)):
+            return True
+        return fill > 0 and _hull_gap(p[loop]) <= fill
 
     edges = sorted(
         ((a, b) for (a, b) in owner if a < b and (b, a) in owner),
@@ -235,6 +242,38 @@ def _convex_polygons(
     if not polys:
         return None
     return [[pts[i] for i in loop] for loop in polys.values()]
+
+
+def _hull_gap(poly: NDArray[np.float64]) -> float:
+    """How far the simple polygon `poly` (CCW) lies inside its convex hull at most: the largest
+    distance of a vertex from the hull's boundary."""
+    order = np.lexsort((poly[:, 1], poly[:, 0]))
+    pts = poly[order]
+
+    def half(seq: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+        out: list[NDArray[np.float64]] = []
+        for q in seq:
+            while (
+                len(out) >= 2
+                and (
+                    (out[-1][0] - out[-2][0]) * (q[1] - out[-2][1])
+                    - (out[-1][1] - out[-2][1]) * (q[0] - out[-2][0])
+                )
+                <= 0
+            ):
+                out.pop()
+            out.append(q)
+        return out
+
+    hull = np.array(half(pts)[:-1] + half(pts[::-1])[:-1])
+    a, b = hull, np.roll(hull, -1, axis=0)
+    ab = b - a
+    length = np.linalg.norm(ab, axis=1)
+    length[length == 0] = 1.0
+    # Distance of each vertex to each hull edge's line (inside: positive); its nearest edge.
+    rel = poly[:, None, :] - a[None, :, :]
+    dist = (ab[None, :, 0] * rel[:, :, 1] - ab[None, :, 1] * rel[:, :, 0]) / length[None, :]
+    return float(dist.min(axis=1).max())
 
 
 # --- CoACD, in a process of its own ------------------------------------------------------------
@@ -341,23 +380,38 @@ class Decomposer:
     budget_s: float = DECOMPOSITION_BUDGET_S
     computed: dict[str, ConvexPieces] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    stats: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("primitive", "convex", "prism", "coacd", "cached", "hull_fallback"), 0
+        )
+    )
+    """How many solids collide as what (the result's `metrics.collision`)."""
     _deadline: float | None = None
 
     def pieces(
-        self, label: str, index: int, mesh: Mesh, v: NDArray[np.float64], t: NDArray[np.int32]
+        self,
+        label: str,
+        index: int,
+        mesh: Mesh,
+        v: NDArray[np.float64],
+        t: NDArray[np.int32],
+        deflection_mm: float = 0.0,
     ) -> list[NDArray[np.float64]] | None:
         """The convex pieces the solid collides as, or None: it collides as its own hull
         (convex, or the fallback)."""
         if not is_concave(v, t):
+            self.stats["convex"] += 1
             return None
-        exact = prism_pieces(v, t)
+        exact = prism_pieces(v, t, deflection_mm)
         if exact is not None:
+            self.stats["prism"] += 1
             return exact
         key = decomposition_key(mesh)
         for source in (self.cached, self.computed):
             if key in source:
                 arrays = check_pieces(source[key], v, t)
                 if arrays is not None:
+                    self.stats["cached"] += 1
                     return arrays
         if self._deadline is None:
             self._deadline = time.monotonic() + self.budget_s
@@ -368,6 +422,8 @@ class Decomposer:
                 f"Part {label!r} solid {index} is concave but could not be decomposed within "
                 f"the {self.budget_s:g} s budget; it collides as its convex hull."
             )
+            self.stats["hull_fallback"] += 1
             return None
         self.computed[key] = got
+        self.stats["coacd"] += 1
         return arrays

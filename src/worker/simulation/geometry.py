@@ -222,7 +222,10 @@ class Dropped(StrictModel):
     position: int = Field(ge=0)
     """The leaf's position in tree order."""
     label: Name | None = None
-    shape: Literal["Compound", "Solid", "Shell", "Face", "Wire", "Edge", "Vertex", "other"]
+    shape: Literal[
+        "Compound", "Part", "Sketch", "Curve", "Solid", "Shell", "Face", "Wire", "Edge",
+        "Vertex", "other",
+    ]  # fmt: skip
 
 
 class Geometry(StrictModel):

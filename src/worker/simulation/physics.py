@@ -164,6 +164,8 @@ def run_physics(
         "energy_j": nominal.energy_j,
         "max_contact_force_n": nominal.max_contact_force_n,
         "warnings": warnings(geom) + scene.decomposer.warnings,
+        "triangles": sum(m.triangle_count for p in geom.parts for m in p.solids),
+        "collision": dict(scene.decomposer.stats),
         "mujoco_warnings": nominal.warnings,
         "frames": nominal.frames,
         "runs": [r.brief() for r in runs],

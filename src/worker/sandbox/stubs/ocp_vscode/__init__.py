@@ -47,7 +47,16 @@ def _is_cad(obj: Any) -> bool:
     return any(getattr(type(obj), attr, None) is not None for attr in ("part", "sketch", "line"))
 
 
+def _shape(obj: Any) -> Any:
+    """A builder's shape (BuildPart.part, BuildSketch.sketch, BuildLine.line); else `obj`."""
+    for attr in ("part", "sketch", "line"):
+        if getattr(type(obj), attr, None) is not None:
+            return getattr(obj, attr)
+    return obj
+
+
 def _add(obj: Any, name: str | None) -> None:
+    obj = _shape(obj)
     if name is not None and getattr(obj, "label", None) == "":
         with contextlib.suppress(AttributeError, TypeError):
             obj.label = str(name)
