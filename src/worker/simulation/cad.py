@@ -82,11 +82,14 @@ def _material(shape: Any) -> tuple[str | None, float | None]:
         return name, None
 
 
-def _mesh(solid: Any, tol: float, ang: float, label: str, budget: int) -> tuple[Any, Any]:
+def _mesh(
+    solid: Any, tol: float, ang: float, label: str, scene: int, part: int, cap: int
+) -> tuple[Any, Any]:
     """Vertices (n, 3) and triangles (m, 3) of `solid` meshed afresh at this deflection (an
     absolute one: build123d's `tessellate` reuses any finer mesh on the shape and asks OCCT for
     a deflection relative to each edge's size). The triangles are counted before anything is
-    copied out, so a part over the cap (`budget` triangles left) is refused in milliseconds."""
+    copied out, so a part that takes the scene (`scene` triangles so far, `part` of them this
+    part's) past the cap is refused in milliseconds."""
     from OCP.BRep import BRep_Tool
     from OCP.BRepMesh import BRepMesh_IncrementalMesh
     from OCP.BRepTools import BRepTools
@@ -103,10 +106,11 @@ def _mesh(solid: Any, tol: float, ang: float, label: str, budget: int) -> tuple[
         if poly is not None:
             faces.append((f, poly, loc))
             count += poly.NbTriangles()
-    if count > budget:
+    if scene + count > cap:
         raise _over_cap(
-            f"part {label!r} alone has {count} triangles at this tessellation, over the "
-            f"{budget} left of the cap; choose a coarser `tessellation` in the options"
+            f"part {label!r} takes the scene past the cap of {cap} triangles (the part has "
+            f"{part + count} so far at this tessellation); choose a coarser `tessellation` in "
+            "the options"
         )
     verts, tris, offset = [], [], 0
     for f, poly, loc in faces:
@@ -264,9 +268,11 @@ def extract_geometry(
             )
         label = leaf.label or f"{prefix}_{i}"
         meshes = []
+        in_part = 0
         for s in solids:
             tol, ang = deflection(tessellation, float(s.bounding_box().diagonal))
-            v, t = _mesh(s, tol, ang, label, cap - triangles)
+            v, t = _mesh(s, tol, ang, label, triangles, in_part, cap)
+            in_part += len(t)
             mesh = Mesh.from_arrays(v, t)
             if len(v):
                 mesh = mesh.model_copy(update={"primitive": primitive_of(s, v)})

@@ -64,7 +64,10 @@ def test_the_triangle_cap_names_the_part_and_its_count_before_copying(bd: Any) -
     with pytest.raises(Failed) as e:
         extract_geometry(_vase(bd), tessellation="fine", max_triangles=1000)
     assert e.value.kind == FailureKind.GEOMETRY_LIMIT
-    assert e.value.reason.startswith("The geometry was rejected: part 'vase' alone has ")
+    assert e.value.reason.startswith(
+        "The geometry was rejected: part 'vase' takes the scene past the cap of 1000 triangles "
+        "(the part has "
+    )
     assert "choose a coarser `tessellation`" in e.value.reason
 
 
