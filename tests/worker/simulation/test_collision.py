@@ -298,3 +298,14 @@ def test_honest_twin_a_decomposition_is_cached_and_reused(bd: Any, tmp_path: Pat
     again = build_scene(geom, Objectives(), SimOptions(render=False), Decomposer(cached=cached))
     assert again.decomposer.computed == {}  # nothing recomputed
     assert len(again.parts["cup"].geom_ids) == len(first.parts["cup"].geom_ids)
+
+
+def test_a_solid_that_only_looks_like_a_primitive_is_not_claimed(bd: Any) -> None:
+    """Two sphere faces of different centres (a lens) and a cylinder cut at a slant: an
+    honest design must never fail the supervisor's check, so the build claims nothing."""
+    lens = bd.Sphere(10) & bd.Pos(12, 0, 0) * bd.Sphere(10)
+    slant = bd.Cylinder(10, 30) - bd.Pos(0, 0, 15) * bd.Rot(20, 0, 0) * bd.Box(40, 40, 10)
+    for shape in (lens, slant):
+        geom = extract_geometry(shape)
+        assert geom.parts[0].solids[0].primitive is None
+        validate_geometry(geom)
