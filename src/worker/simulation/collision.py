@@ -35,8 +35,8 @@ MAX_PRISM_PIECES = 1024
 """Exact prism pieces allowed per solid (a 30-tooth gear with root fillets needs ~360)."""
 MAX_PIECES = 32
 """CoACD pieces per solid (its `max_convex_hull`)."""
-MAX_PIECE_VERTICES = 256
-"""Vertices per CoACD piece (its `max_ch_vertex`)."""
+MAX_PIECE_VERTICES = 1024
+"""Vertices per CoACD piece (a tea cup's handle piece has ~330)."""
 PIECES_VOLUME_SLACK = 0.3
 """CoACD pieces overlap and fill concavities up to its threshold: their hulls may hold 30%
 more than the solid (a cup's 19 pieces hold 13% more)."""
@@ -49,7 +49,6 @@ COACD_PARAMS: dict[str, float | int | str] = {
     "resolution": 500,
     "mcts_nodes": 10,
     "mcts_iterations": 30,
-    "max_ch_vertex": MAX_PIECE_VERTICES,
     "seed": 0,
 }
 """CoACD's settings (its concavity threshold is relative to the solid's size)."""
@@ -76,12 +75,25 @@ def decomposition_key(mesh: Mesh) -> str:
 
 
 def hull_volume(points: NDArray[np.float64]) -> float:
+    return hull_volume_centroid(points)[0]
+
+
+def hull_volume_centroid(points: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
+    """Volume and centroid of the convex hull of `points` (0 and their mean when flat)."""
     from scipy.spatial import ConvexHull, QhullError
 
     try:
-        return float(ConvexHull(points).volume)
+        hull = ConvexHull(points)
     except (QhullError, ValueError):
-        return 0.0
+        return 0.0, points.mean(axis=0)
+    o = points[hull.vertices].mean(axis=0)
+    a, b, c = (points[hull.simplices[:, k]] - o for k in range(3))
+    vols = np.abs(np.einsum("ij,ij->i", a, np.cross(b, c))) / 6
+    total = float(vols.sum())
+    if total <= 0:
+        return 0.0, o
+    centroid = o + ((a + b + c) / 4 * vols[:, None]).sum(axis=0) / total
+    return total, centroid
 
 
 def enclosed_volume(v: NDArray[np.float64], t: NDArray[np.int32]) -> float:
@@ -285,7 +297,8 @@ def check_pieces(
     """The pieces as arrays when they can be this solid's decomposition, else None. They came
     from CoACD's process or from the cache, both written where untrusted meshes were parsed,
     so one job could try to poison the next: within the caps, finite, inside the solid's box
-    (grown by 1% of its diagonal), each piece's centre inside the solid, and together holding
+    (grown by 1% of its diagonal), each piece's centre inside the solid (or outside by no more
+    than CoACD's concavity threshold: a plugged hole), and together holding
     at most PIECES_VOLUME_SLACK more than it."""
     try:
         arrays = pieces.arrays()
@@ -302,15 +315,22 @@ def check_pieces(
             return None
         if (a < lo - margin).any() or (a > hi + margin).any():
             return None
-        vol = hull_volume(a)
+        vol, centre = hull_volume_centroid(a)
         if vol <= 0:
             return None
         total += vol
-        centres.append(a.mean(axis=0))
+        centres.append(centre)
     if total > (1 + PIECES_VOLUME_SLACK) * enclosed_volume(v, t) + 1.0:
         return None
-    if not inside(np.array(centres), v, t).all():
-        return None
+    c = np.array(centres)
+    out = ~inside(c, v, t)
+    if out.any():
+        # CoACD may plug a small hole (within its concavity threshold): a piece's centre may lie
+        # outside the solid by that much, never deep in a hollow (a lid over a cup).
+        reach = float(COACD_PARAMS["threshold"]) * float(np.linalg.norm(hi - lo))
+        nearest = np.min(np.linalg.norm(c[out][:, None, :] - v[None, ::1, :], axis=2), axis=1)
+        if (nearest > reach).any():
+            return None
     return arrays
 
 
@@ -341,12 +361,15 @@ def weld(v: NDArray[np.float64], t: NDArray[np.int32]) -> tuple[Any, Any]:
     return v[first], inverse.reshape(-1)[t]
 
 
-def run_coacd(v: NDArray[np.float64], t: NDArray[np.int32], budget_s: float) -> ConvexPieces | None:
+def run_coacd(
+    v: NDArray[np.float64], t: NDArray[np.int32], budget_s: float
+) -> tuple[ConvexPieces | None, str]:
     """CoACD's pieces of one solid, computed in a child process (CoACD is C++ parsing a mesh
     the design shaped; it has no time limit of its own, so the child is killed at the budget).
-    None when the budget runs out or CoACD fails."""
+    (None, why) when the budget runs out or CoACD fails."""
+    out_of_time = "budget"
     if budget_s <= 0.5:
-        return None
+        return None, out_of_time
     wv, wt = weld(v, t)
     request = ConvexPieces.from_arrays([wv]).model_dump_json()
     tri = ConvexPieces.from_arrays([wt.astype(np.float64)]).model_dump_json()
@@ -359,13 +382,14 @@ def run_coacd(v: NDArray[np.float64], t: NDArray[np.int32], budget_s: float) -> 
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return None
+        return None, out_of_time
+    failed = "CoACD failed on it"  # its own process exited badly or sent garbage
     if r.returncode != 0 or len(r.stdout) > 64 * 2**20:
-        return None
+        return None, failed
     try:
-        return ConvexPieces.model_validate_json(r.stdout)
+        return ConvexPieces.model_validate_json(r.stdout), ""
     except ValueError:
-        return None
+        return None, failed
 
 
 # --- the plan of one scene ---------------------------------------------------------------------
@@ -415,12 +439,18 @@ class Decomposer:
                     return arrays
         if self._deadline is None:
             self._deadline = time.monotonic() + self.budget_s
-        got = run_coacd(v, t, self._deadline - time.monotonic())
+        got, why = run_coacd(v, t, self._deadline - time.monotonic())
         arrays = check_pieces(got, v, t) if got is not None else None
         if got is None or arrays is None:
+            if why == "budget":
+                why = f"the job's {self.budget_s:g} s decomposition budget ran out"
+            why = why or (
+                f"CoACD's pieces do not fit it (at most {MAX_PIECES} pieces; thin curved walls "
+                "need more)"
+            )
             self.warnings.append(
-                f"Part {label!r} solid {index} is concave but could not be decomposed within "
-                f"the {self.budget_s:g} s budget; it collides as its convex hull."
+                f"Part {label!r} solid {index} is concave but was not decomposed ({why}); it "
+                "collides as its convex hull."
             )
             self.stats["hull_fallback"] += 1
             return None

@@ -309,3 +309,18 @@ def test_a_solid_that_only_looks_like_a_primitive_is_not_claimed(bd: Any) -> Non
         geom = extract_geometry(shape)
         assert geom.parts[0].solids[0].primitive is None
         validate_geometry(geom)
+
+
+def test_when_the_budget_runs_out_the_solid_collides_as_its_hull_with_a_warning(bd: Any) -> None:
+    from common.models.simulation import Objectives, SimOptions
+    from worker.simulation.builder import build_scene
+    from worker.simulation.collision import Decomposer
+
+    geom = _cup_geometry(bd)
+    scene = build_scene(geom, Objectives(), SimOptions(render=False), Decomposer(budget_s=0.2))
+    assert scene.decomposer.warnings == [
+        "Part 'cup' solid 0 is concave but was not decomposed (the job's 0.2 s decomposition "
+        "budget ran out); it collides as its convex hull."
+    ]
+    assert scene.decomposer.stats["hull_fallback"] == 1
+    assert len(scene.parts["cup"].geom_ids) == 1  # the mesh itself: MuJoCo collides its hull
