@@ -411,6 +411,9 @@ class Decomposer:
     )
     """How many solids collide as what (the result's `metrics.collision`)."""
     _deadline: float | None = None
+    _failed: set[str] = field(default_factory=set)
+    """Solids (by key) CoACD could not do in this job: a repeated one is not tried again. Never
+    kept across jobs: "cannot be decomposed" is a claim no check could verify."""
 
     def pieces(
         self,
@@ -439,7 +442,10 @@ class Decomposer:
                     return arrays
         if self._deadline is None:
             self._deadline = time.monotonic() + self.budget_s
-        got, why = run_coacd(v, t, self._deadline - time.monotonic())
+        if key in self._failed:
+            got, why = None, "as for the same solid before"
+        else:
+            got, why = run_coacd(v, t, self._deadline - time.monotonic())
         arrays = check_pieces(got, v, t) if got is not None else None
         if got is None or arrays is None:
             if why == "budget":
@@ -453,6 +459,7 @@ class Decomposer:
                 "collides as its convex hull."
             )
             self.stats["hull_fallback"] += 1
+            self._failed.add(key)
             return None
         self.computed[key] = got
         self.stats["coacd"] += 1
