@@ -528,7 +528,9 @@ def test_concave_solid_collides_as_its_shape(runs: dict[str, Future[Run]]) -> No
     assert 27.5 < run.part("ball_in_solid_cup")["final_position_mm"][2] < 30.5
     # Five box solids (MuJoCo boxes): the ball rests on the 8 mm floor.
     assert run.part("ball_in_split_cup")["final_position_mm"][2] == pytest.approx(28, abs=1)
-    assert run.metrics["collision"]["coacd"] == 1 and run.metrics["collision"]["primitive"] >= 5
+    collision = run.metrics["collision"]
+    # Computed, or taken from an earlier run's cache (the worker's data dir outlives runs).
+    assert collision["coacd"] + collision["cached"] == 1 and collision["primitive"] >= 5
 
 
 @pytest.mark.slow
