@@ -450,10 +450,7 @@ class Decomposer:
         if got is None or arrays is None:
             if why == "budget":
                 why = f"the job's {self.budget_s:g} s decomposition budget ran out"
-            why = why or (
-                f"CoACD's pieces do not fit it (at most {MAX_PIECES} pieces; thin curved walls "
-                "need more)"
-            )
+            why = why or f"CoACD's pieces do not fit it within the cap of {MAX_PIECES} pieces"
             self.warnings.append(
                 f"Part {label!r} solid {index} is concave but was not decomposed ({why}); it "
                 "collides as its convex hull."
