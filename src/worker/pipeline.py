@@ -26,6 +26,7 @@ from worker.job.children import (
     physics_spec,
     policy_digest,
 )
+from worker.job.decompositions import DecompositionCache
 from worker.job.publish import collect, publish
 from worker.job.sources import Source, read_source
 from worker.job.workdir import JobDir
@@ -54,6 +55,7 @@ class Job:
     limits: JobLimits
     dir: JobDir
     children: Children
+    cache: DecompositionCache
     phases: dict[str, float] = field(default_factory=dict)
 
 
@@ -84,7 +86,8 @@ def run_request(
             launcher, limits, cancel=cancel or threading.Event(), on_progress=on_progress
         )
         with JobDir(request.request_id) as jobdir:
-            job = Job(request, limits, jobdir, children)
+            cache = DecompositionCache(settings.paths.data_dir / "decompositions")
+            job = Job(request, limits, jobdir, children, cache)
             payload: PhysicsPayload | None = None
             files: dict[str, str] = {}
             try:
@@ -142,6 +145,7 @@ def build(job: Job, inputs: list[Source]) -> Geometry:
         max_parts=lim.max_parts,
         max_triangles=lim.max_triangles,
         max_vertices=lim.max_vertices,
+        tessellation=job.request.options.tessellation,
     )
     (job.dir.path / "geometry.json").write_text(geom.model_dump_json())
     return geom
@@ -161,6 +165,7 @@ def build_one(job: Job, source: Source) -> Geometry:
         step_file=step_file,
         max_parts=job.limits.max_parts,
         max_triangles=job.limits.max_triangles,
+        tessellation=job.request.options.tessellation,
     ).write(d / "job.json")
     out = job.children.run(
         build_spec(job.limits, source.kind, d), f"build_{source.kind}", relay=False
@@ -188,6 +193,7 @@ def simulate(job: Job, geom: Geometry) -> PhysicsPayload:
         objectives=job.request.objectives,
         options=job.request.options,
         wall_s=physics_self_stop_s(job.limits),
+        decompositions=job.cache.lookup(geom),
     ).write(d / "job.json")
     out = job.children.run(physics_spec(job.limits, d, out_dir), "physics")
     failure = classify(out)
@@ -202,5 +208,6 @@ def simulate(job: Job, geom: Geometry) -> PhysicsPayload:
         raise InfrastructureError(payload.message)
     if payload.failure is None and not payload.reason:
         raise Failed(FailureKind.PROTOCOL_VIOLATION, "The physics step gave no verdict.")
+    job.cache.store(geom, payload.decompositions)
     job.phases.update((payload.metrics.get("phases_s") or {}).items())
     return payload

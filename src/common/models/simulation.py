@@ -243,6 +243,11 @@ class Limits(StrictModel):
     max_parts: int | None = Field(default=None, gt=0)
 
 
+Tessellation = Literal["coarse", "normal", "fine"] | Annotated[float, Field(ge=0.001, le=10.0)]
+"""How finely solids are meshed: a preset, whose deflection follows each solid's size (bounded),
+or a fixed chord deflection in millimetres. README "Tessellation"."""
+
+
 class SimOptions(StrictModel):
     duration_s: float = Field(default=10.0, gt=0.0, le=MAX_DURATION_S)
     timestep_s: float = Field(default=0.002, ge=1e-4, le=0.01)
@@ -254,6 +259,11 @@ class SimOptions(StrictModel):
     jitter: Jitter = Field(default_factory=Jitter)
     controls: list[Control] = Field(default_factory=list, max_length=MAX_CONTROLS)
     stop_on_decision: bool = False
+    tessellation: Tessellation = Field(
+        default="normal",
+        description="`coarse`, `normal` or `fine` (a deflection relative to each solid's size) "
+        "or a chord deflection in mm (0.001–10).",
+    )
     limits: Limits = Field(default_factory=Limits)
 
     @model_validator(mode="after")

@@ -178,10 +178,11 @@ class SimulationLoop:
             step += chunk
             since_check += chunk
             if since_check >= self.check_steps or step == total_steps:
-                decision = verdict.update(m, d, since_check * dt)
+                force = max_normal_force(m, d)
+                decision = verdict.update(m, d, since_check * dt, force)
                 since_check = 0
                 max_ke = max(max_ke, float(d.energy[1]))
-                max_force = max(max_force, max_normal_force(m, d))
+                max_force = max(max_force, force)
                 now = time.monotonic()
                 if self.wall_deadline is not None and now > self.wall_deadline:
                     raise timed_out(float(d.time))

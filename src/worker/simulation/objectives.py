@@ -23,15 +23,30 @@ PENETRATION_TOLERANCE_MM = 0.5
 """Start-up overlap allowed between parts (tessellation of touching faces)."""
 BUILD_ZONE_TOLERANCE_MM = 1e-3
 MAX_SPEED_M_S = 200.0
-"""A part faster than this has left physics (explosion, solver divergence)."""
-BAD_WARNINGS = (
-    mujoco.mjtWarning.mjWARN_BADQACC,
-    mujoco.mjtWarning.mjWARN_BADQPOS,
-    mujoco.mjtWarning.mjWARN_BADQVEL,
+"""A part (or a slide) faster than this has left physics (explosion, solver divergence)."""
+MAX_ANGULAR_SPEED_RAD_S = 10_000.0
+"""~95 000 rpm: a body or hinge turning faster has left physics. A gear jammed on its hinge
+never moves its centre of mass, so only its spin shows the blow-up."""
+MAX_CONTACT_FORCE_N = 1e6
+"""100 tonnes-force: far beyond anything the desk-sized parts of a design can press with. Two
+jammed gears reported 3.9 × 10¹⁵ N under a "stable" verdict before this bound."""
+WARNING_MEANING = {
+    mujoco.mjtWarning.mjWARN_INERTIA: "a body's inertia is not physical",
+    mujoco.mjtWarning.mjWARN_CONTACTFULL: "the contact arena overflowed and MuJoCo dropped "
+    "contacts, so parts could pass through each other",
+    mujoco.mjtWarning.mjWARN_CNSTRFULL: "the constraint arena overflowed and MuJoCo dropped "
+    "constraints",
+    mujoco.mjtWarning.mjWARN_BADQPOS: "positions became NaN or enormous",
+    mujoco.mjtWarning.mjWARN_BADQVEL: "velocities became NaN or enormous",
+    mujoco.mjtWarning.mjWARN_BADQACC: "accelerations became NaN or enormous",
     # A control beyond MuJoCo's mjMAXVAL (1e10): MuJoCo zeroes every control and carries on, so
     # without this the run "stayed stable" with its actuators silently switched off.
-    mujoco.mjtWarning.mjWARN_BADCTRL,
-)
+    mujoco.mjtWarning.mjWARN_BADCTRL: "a control was NaN or enormous and MuJoCo switched the "
+    "actuators off",
+}
+"""Every MuJoCo warning, and what it means for the run: any of them is PHYSICS_INSTABILITY."""
+ARENA_WARNINGS = (mujoco.mjtWarning.mjWARN_CONTACTFULL, mujoco.mjtWarning.mjWARN_CNSTRFULL)
+"""MuJoCo ran out of arena memory: it dropped contacts or constraints for that step."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,16 @@ class Verdict:
             c = d.contact[i]
             if c.dist < -PENETRATION_TOLERANCE_MM * MM:
                 a, b = self._geom_owner(m, c.geom1), self._geom_owner(m, c.geom2)
+                floor = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "floor")
+                if floor in (c.geom1, c.geom2) and floor >= 0:
+                    part = b if c.geom1 == floor else a
+                    low = min(float(v[:, 2].min()) for v in self.scene.solid_mm[part])
+                    return self._decide(
+                        FailureKind.INITIAL_PENETRATION,
+                        f"Part {part!r} starts {-low:.1f} mm below the floor, z = 0 (build123d "
+                        "centres parts on the origin: lift it, e.g. with Pos(0, 0, z)).",
+                        0.0,
+                    )
                 return self._decide(
                     FailureKind.INITIAL_PENETRATION,
                     f"Parts {a!r} and {b!r} overlap by {-c.dist / MM:.1f} mm at t=0.",
@@ -115,27 +140,15 @@ class Verdict:
                 )
         return None
 
-    def update(self, m: mujoco.MjModel, d: mujoco.MjData, dt: float) -> Decision | None:
-        """Check every rule once; `dt` is the simulated time since the previous call."""
+    def update(
+        self, m: mujoco.MjModel, d: mujoco.MjData, dt: float, contact_force_n: float = 0.0
+    ) -> Decision | None:
+        """Check every rule once; `dt` is the simulated time since the previous call and
+        `contact_force_n` the largest contact normal force now."""
         t = float(d.time)
-        counts = d.warning.number
-        bad = [mujoco.mjtWarning(w).name for w in BAD_WARNINGS if counts[w] > 0]
-        if bad or not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):
-            why = ", ".join(bad) if bad else "NaN in the state"
-            return self._decide(
-                FailureKind.PHYSICS_INSTABILITY,
-                f"The simulation diverged at t={t:.2f} s ({why}).",
-                t,
-            )
-        speeds = self._speeds(d, dt)
-        if speeds.size and speeds.max() > MAX_SPEED_M_S:
-            label = self.movable_bodies[int(speeds.argmax())][0]
-            return self._decide(
-                FailureKind.PHYSICS_INSTABILITY,
-                f"Part {label!r} reached {speeds.max():.0f} m/s at t={t:.2f} s; "
-                "the simulation exploded.",
-                t,
-            )
+        blow_up = self._blow_up(m, d, dt, contact_force_n, t)
+        if blow_up is not None:
+            return self._decide(FailureKind.PHYSICS_INSTABILITY, blow_up, t)
         if self.obj.bounds is not None:
             for label, bid in self.movable_bodies:
                 p = d.xipos[bid] / MM
@@ -202,6 +215,60 @@ class Verdict:
         return self._decide(None, f"The simulation ran {t:.2f} s and stayed stable.", t)
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _blow_up(
+        self, m: mujoco.MjModel, d: mujoco.MjData, dt: float, contact_force_n: float, t: float
+    ) -> str | None:
+        """Why the state has left physics (one sentence), or None: a MuJoCo warning (any of
+        them), NaN, a part's centre of mass, a body's spin or a joint beyond the documented
+        bounds, or a contact force beyond MAX_CONTACT_FORCE_N."""
+        counts = d.warning.number
+        fired = [w for w in WARNING_MEANING if counts[w] > 0]
+        if fired:
+            names = ", ".join(mujoco.mjtWarning(w).name for w in fired)
+            arena = [w for w in fired if w in ARENA_WARNINGS]
+            if arena:
+                why = WARNING_MEANING[arena[0]]
+                return f"The simulation is invalid at t={t:.2f} s: {why} ({names})."
+            return f"The simulation diverged at t={t:.2f} s ({names})."
+        if not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):
+            return f"The simulation diverged at t={t:.2f} s (NaN in the state)."
+        speeds = self._speeds(d, dt)
+        if speeds.size and speeds.max() > MAX_SPEED_M_S:
+            label = self.movable_bodies[int(speeds.argmax())][0]
+            return (
+                f"Part {label!r} reached {speeds.max():.0f} m/s at t={t:.2f} s; "
+                "the simulation exploded."
+            )
+        if self._body_ids.size:
+            spin = np.linalg.norm(d.cvel[self._body_ids, :3], axis=1)
+            if spin.max() > MAX_ANGULAR_SPEED_RAD_S:
+                label = self.movable_bodies[int(spin.argmax())][0]
+                return (
+                    f"Part {label!r} spun at {spin.max():.0f} rad/s at t={t:.2f} s (bound "
+                    f"{MAX_ANGULAR_SPEED_RAD_S:.0f} rad/s); the simulation exploded."
+                )
+        for j in range(m.njnt):
+            jt = m.jnt_type[j]
+            if jt not in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE):
+                continue
+            v = abs(float(d.qvel[m.jnt_dofadr[j]]))
+            hinge = jt == mujoco.mjtJoint.mjJNT_HINGE
+            bound = MAX_ANGULAR_SPEED_RAD_S if hinge else MAX_SPEED_M_S
+            if v > bound:
+                name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, j) or f"joint {j}"
+                unit = "rad/s" if hinge else "m/s"
+                return (
+                    f"The joint of part {name!r} moved at {v:.0f} {unit} at t={t:.2f} s (bound "
+                    f"{bound:.0f} {unit}); the simulation exploded."
+                )
+        if contact_force_n > MAX_CONTACT_FORCE_N:
+            return (
+                f"A contact force reached {contact_force_n:.3g} N at t={t:.2f} s (bound "
+                f"{MAX_CONTACT_FORCE_N:.0e} N): parts are jammed into each other and the solver "
+                "diverged."
+            )
+        return None
 
     def _speeds(self, d: mujoco.MjData, dt: float) -> np.ndarray:
         """Mean speed (m/s) of each movable part's centre of mass since the previous check."""

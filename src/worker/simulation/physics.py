@@ -22,7 +22,8 @@ from common.models.simulation import FailureKind, Objectives, SimOptions
 from worker.errors import Failed, Failure, InfrastructureError
 from worker.progress import Progress, ProgressFn
 from worker.simulation.builder import build_scene
-from worker.simulation.geometry import Geometry
+from worker.simulation.collision import Decomposer
+from worker.simulation.geometry import ConvexPieces, Geometry, warnings
 from worker.simulation.loop import RunSummary, SimulationLoop
 
 
@@ -33,6 +34,8 @@ class PhysicsOutcome:
     metrics: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
     """Artifact name → file name inside out_dir."""
+    decompositions: dict[str, ConvexPieces] = field(default_factory=dict)
+    """Convex decompositions computed for this job (cache key → pieces), for the cache."""
 
 
 def judge(
@@ -43,13 +46,21 @@ def judge(
     *,
     on_progress: ProgressFn | None = None,
     wall_deadline: float | None = None,
+    decompositions: dict[str, ConvexPieces] | None = None,
 ) -> PhysicsOutcome:
-    """The verdict on `geom`. Everything the design caused is a FAIL in the outcome (Failed);
+    """The verdict on `geom`. `decompositions` are cached convex decompositions (checked again
+    before use). Everything the design caused is a FAIL in the outcome (Failed);
     a fault of ours on this input is CRASHED (retrying cannot help); only an infrastructure
     fault (rendering unavailable) raises, as InfrastructureError."""
     try:
         return run_physics(
-            geom, objectives, options, out_dir, on_progress=on_progress, wall_deadline=wall_deadline
+            geom,
+            objectives,
+            options,
+            out_dir,
+            on_progress=on_progress,
+            wall_deadline=wall_deadline,
+            decompositions=decompositions,
         )
     except Failed as f:
         return PhysicsOutcome(failure=f.failure, reason=f.reason, metrics={})
@@ -71,6 +82,7 @@ def run_physics(
     *,
     on_progress: ProgressFn | None = None,
     wall_deadline: float | None = None,
+    decompositions: dict[str, ConvexPieces] | None = None,
 ) -> PhysicsOutcome:
     """Raises Failed (a model MuJoCo refuses, controls naming unknown actuators, the wall
     budget running out) and InfrastructureError (no rendering); every verdict is in the
@@ -79,7 +91,7 @@ def run_physics(
     t0 = time.monotonic()
     if on_progress:
         on_progress(Progress("compile", 0.0, 0.0))
-    scene = build_scene(geom, objectives, options)
+    scene = build_scene(geom, objectives, options, Decomposer(cached=dict(decompositions or {})))
     files: dict[str, str] = {}
     (out_dir / "model.xml").write_text(scene.spec.to_xml())
     files["mjcf"] = "model.xml"
@@ -151,11 +163,20 @@ def run_physics(
         "goal": nominal.goal,
         "energy_j": nominal.energy_j,
         "max_contact_force_n": nominal.max_contact_force_n,
-        "warnings": nominal.warnings,
+        "warnings": warnings(geom) + scene.decomposer.warnings,
+        "triangles": sum(m.triangle_count for p in geom.parts for m in p.solids),
+        "collision": dict(scene.decomposer.stats),
+        "mujoco_warnings": nominal.warnings,
         "frames": nominal.frames,
         "runs": [r.brief() for r in runs],
     }
-    return PhysicsOutcome(failure=failure, reason=reason, metrics=metrics, files=files)
+    return PhysicsOutcome(
+        failure=failure,
+        reason=reason,
+        metrics=metrics,
+        files=files,
+        decompositions=scene.decomposer.computed,
+    )
 
 
 def _scaled(fn: ProgressFn | None, run: int, total: int) -> ProgressFn | None:

@@ -18,6 +18,9 @@ def report_markdown(result: dict[str, Any], request_id: str) -> str:
     ]
     if result.get("video_url"):
         lines += [f"Video: {result['video_url']}", ""]
+    warnings = m.get("warnings") or []
+    if warnings:  # trusted sentences (geometry.warnings, collision.Decomposer)
+        lines += ["Warnings:", "", *(f"- {w}" for w in warnings), ""]
     lines += [
         "| time | value |",
         "| --- | --- |",

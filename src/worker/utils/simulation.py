@@ -56,7 +56,7 @@ def simulate_local(
     try:
         t = time.monotonic()
         try:
-            geom = extract_geometry(component, parts)
+            geom = extract_geometry(component, parts, tessellation=options.tessellation)
             phases["build"] = time.monotonic() - t
             limits = settings.limits
             validate_geometry(
@@ -64,6 +64,7 @@ def simulate_local(
                 max_parts=limits.max_parts,
                 max_triangles=limits.max_triangles,
                 max_vertices=limits.max_vertices,
+                tessellation=options.tessellation,
             )
             geometry = workdir / "geometry.json"
             geometry.write_text(geom.model_dump_json())

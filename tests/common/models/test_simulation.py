@@ -468,6 +468,7 @@ def options(draw: st.DrawFn) -> dict[str, Any]:
         },
         "controls": controls,
         "stop_on_decision": draw(st.booleans()),
+        "tessellation": draw(st.sampled_from(["coarse", "normal", "fine"]) | st.floats(0.001, 10)),
         "limits": {
             "wall_s": draw(maybe_pos),
             "build_wall_s": draw(maybe_pos),

@@ -346,10 +346,10 @@ def test_hundreds_of_parts_is_geometry_limit(run_design: RunDesign, budget: Budg
 
 
 def test_finely_tessellated_part_is_geometry_limit(run_design: RunDesign) -> None:
-    """One part made of eight spherical solids (6944 triangles) against a triangle cap the
-    request tightened to 5000: the build child stops tessellating at the cap. (The default cap,
-    200 000 triangles, cannot be reached by real tessellation within this suite's 4 s CPU
-    budget: build123d copies vertices in a Python loop, ~12 µs per triangle.)"""
+    """One part made of eight spherical solids (1492 triangles each) against a triangle cap the
+    request tightened to 5000: the build child counts each solid's triangles before copying
+    them out and stops at the solid that passes the cap. (The default cap, 200 000 triangles,
+    cannot be reached by real tessellation within this suite's 4 s CPU budget.)"""
     r = run_design(
         """
         from build123d import Compound, Pos, Sphere
@@ -362,8 +362,9 @@ def test_finely_tessellated_part_is_geometry_limit(run_design: RunDesign) -> Non
     )
     assert r.failure == FailureKind.GEOMETRY_LIMIT
     assert r.reason == (
-        "The design's build failed: «The geometry was rejected: build() returned more than 5000 "
-        "triangles, the cap.»"
+        "The design's build failed: «The geometry was rejected: part 'grapes' takes the scene "
+        "past the cap of 5000 triangles (the part has 5968 so far at this tessellation); choose "
+        "a coarser `tessellation` in the options.»"
     )
 
 
