@@ -254,6 +254,12 @@ class SimOptions(StrictModel):
     jitter: Jitter = Field(default_factory=Jitter)
     controls: list[Control] = Field(default_factory=list, max_length=MAX_CONTROLS)
     stop_on_decision: bool = False
+    full_video: bool = Field(
+        default=False,
+        description="Record the video for the whole run. By default the video (and so the "
+        "render time) ends 1 s of simulated time after the decision (worker.simulation.loop."
+        "VIDEO_TAIL_S); the simulation, the verdict and the metrics are the same either way.",
+    )
     limits: Limits = Field(default_factory=Limits)
 
     @model_validator(mode="after")

@@ -5,6 +5,10 @@ bounds, divergence, a motor held at its force limit too long) or a success (the 
 mass held inside a goal zone for `goal_hold_s`). `stop_on_decision` only ends the run at that
 moment; it never changes the verdict. Checks run every `check_every_s` of simulated time, so an
 event shorter than that (a fast part clipping a zone corner) can be missed; see the README.
+
+Besides the latched Decision, the Verdict keeps a short log of every rule that fired (`events`,
+the first time each rule fired for each part), including those after the decision, which did
+not count: what the report shows as "the rules that fired and when".
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ BAD_WARNINGS = (
     # without this the run "stayed stable" with its actuators silently switched off.
     mujoco.mjtWarning.mjWARN_BADCTRL,
 )
+MAX_EVENTS = 32
+"""Rule firings kept per run (the report's list); the first decision is always among them."""
+GOAL_HELD, STABLE = "GOAL_HELD", "STABLE"
+"""The rule names of a success in `events` (the target held in a goal; a run without a target
+that stayed stable to the end). Failures carry their FailureKind's name."""
 
 
 @dataclass(frozen=True)
@@ -41,10 +50,34 @@ class Decision:
     time_s: float
     failure: Failure | None
     success: str = ""
+    culprits: tuple[str, ...] = ()
+    """Labels of the parts the decision is about (the part that touched, left, exploded, was
+    overloaded, or the target); empty when no part is to blame (NaN in the state)."""
 
     @property
     def reason(self) -> str:
         return self.failure.reason if self.failure is not None else self.success
+
+
+@dataclass(frozen=True)
+class Event:
+    """A rule that fired: when, about which parts, and whether it was the decision."""
+
+    time_s: float
+    rule: str
+    """A FailureKind's name, or GOAL_HELD."""
+    parts: tuple[str, ...]
+    reason: str
+    decisive: bool
+
+    def brief(self) -> dict[str, object]:
+        return {
+            "t_s": round(self.time_s, 6),
+            "rule": self.rule,
+            "parts": list(self.parts),
+            "reason": self.reason,
+            "decisive": self.decisive,
+        }
 
 
 class Verdict:
@@ -79,16 +112,36 @@ class Verdict:
         self._body_ids = np.array([b for _, b in self.movable_bodies], dtype=np.int64)
         self._last_com: np.ndarray | None = None
         self.max_speed_m_s = np.zeros(len(self.movable_bodies))
+        self.speeds_m_s = np.zeros(len(self.movable_bodies))
+        """Each movable part's speed at the last check (for the plots)."""
+        self.events: list[Event] = []
+        self._fired: set[tuple[str, tuple[str, ...]]] = set()
 
     # --- events ------------------------------------------------------------------------------
 
-    def _decide(self, kind: FailureKind | None, reason: str, t: float) -> Decision:
-        if self.decision is None:
+    def _decide(
+        self, kind: FailureKind | None, reason: str, t: float, culprits: tuple[str, ...] = ()
+    ) -> Decision:
+        decisive = self.decision is None
+        if decisive:
             if kind is None:
-                self.decision = Decision(t, None, reason)
+                self.decision = Decision(t, None, reason, culprits)
             else:
-                self.decision = Decision(t, Failure(kind, reason))
+                self.decision = Decision(t, Failure(kind, reason), culprits=culprits)
+        rule = kind.value if kind is not None else GOAL_HELD if self.target else STABLE
+        self._log(rule, culprits, reason, t, decisive)
+        assert self.decision is not None
         return self.decision
+
+    def _log(
+        self, rule: str, parts: tuple[str, ...], reason: str, t: float, decisive: bool
+    ) -> None:
+        """Record the first firing of `rule` for `parts` (cheap: rules fire rarely)."""
+        key = (rule, parts)
+        if key in self._fired or (len(self.events) >= MAX_EVENTS and not decisive):
+            return
+        self._fired.add(key)
+        self.events.append(Event(t, rule, parts, reason, decisive))
 
     def initial(self, m: mujoco.MjModel, d: mujoco.MjData) -> Decision | None:
         """Build zone and start-up interpenetration, at t = 0."""
@@ -103,6 +156,7 @@ class Verdict:
                         FailureKind.BUILD_ZONE_VIOLATION,
                         f"Part {label!r} is not entirely inside the build zone ({names}) at t=0.",
                         0.0,
+                        (label,),
                     )
         for i in range(d.ncon):
             c = d.contact[i]
@@ -112,6 +166,7 @@ class Verdict:
                     FailureKind.INITIAL_PENETRATION,
                     f"Parts {a!r} and {b!r} overlap by {-c.dist / MM:.1f} mm at t=0.",
                     0.0,
+                    (a, b),
                 )
         return None
 
@@ -135,6 +190,7 @@ class Verdict:
                 f"Part {label!r} reached {speeds.max():.0f} m/s at t={t:.2f} s; "
                 "the simulation exploded.",
                 t,
+                (label,),
             )
         if self.obj.bounds is not None:
             for label, bid in self.movable_bodies:
@@ -145,6 +201,7 @@ class Verdict:
                         f"Part {label!r} left the bounds at t={t:.2f} s "
                         f"(centre of mass at {_fmt(p)} mm).",
                         t,
+                        (label,),
                     )
         for z in self.forbid_zones:
             hit = self._touching(m, d, z)
@@ -153,6 +210,7 @@ class Verdict:
                     FailureKind.FORBID_ZONE_HIT,
                     f"Part {hit!r} touched the forbidden zone {z.name!r} at t={t:.2f} s.",
                     t,
+                    (hit,),
                 )
         for name, a in self.scene.actuators.items():
             f = abs(float(d.actuator_force[a.actuator_id]))
@@ -164,12 +222,13 @@ class Verdict:
                         f"Actuator {name!r} was held at its {a.force_limit:g} force limit for "
                         f"more than {a.overload_s:g} s (t={t:.2f} s).",
                         t,
+                        (name,),
                     )
             else:
                 self.overload_s[name] = 0.0
         if self.target is not None:
             p = d.xipos[self.target.body_id] / MM
-            dist = min(_box_distance(p, z) for z in self.goal_zones)
+            dist = goal_distance_mm(p, self.goal_zones)
             self.min_distance_mm = min(self.min_distance_mm, dist)
             if dist == 0.0:
                 self.hold_s += dt
@@ -182,6 +241,7 @@ class Verdict:
                         f"Part {self.target.label!r} reached the goal and stayed "
                         f"{self.obj.goal_hold_s:g} s (t={t:.2f} s).",
                         t,
+                        (self.target.label,),
                     )
             else:
                 self.hold_s = 0.0
@@ -198,6 +258,7 @@ class Verdict:
                 f"{self.obj.goal_hold_s:g} s (best hold {self.best_hold_s:.2f} s, closest "
                 f"{self.min_distance_mm:.1f} mm).",
                 t,
+                (self.target.label,),
             )
         return self._decide(None, f"The simulation ran {t:.2f} s and stayed stable.", t)
 
@@ -213,6 +274,7 @@ class Verdict:
             speeds = np.sqrt((delta * delta).sum(axis=1)) / dt
         self._last_com = com
         self.max_speed_m_s = np.maximum(self.max_speed_m_s, speeds)
+        self.speeds_m_s = speeds
         return speeds
 
     def _touching(self, m: mujoco.MjModel, d: mujoco.MjData, z: Zone) -> str | None:
@@ -237,6 +299,11 @@ class Verdict:
 def _inside_all(v: np.ndarray, z: Zone) -> bool:
     tol = BUILD_ZONE_TOLERANCE_MM
     return bool(np.all(v >= np.array(z.min) - tol) and np.all(v <= np.array(z.max) + tol))
+
+
+def goal_distance_mm(p: np.ndarray, zones: list[Zone]) -> float:
+    """Distance (mm) from the point `p` (mm) to the nearest of `zones`; 0 inside one."""
+    return min(_box_distance(p, z) for z in zones)
 
 
 def _box_distance(p: np.ndarray, z: Zone) -> float:
