@@ -30,8 +30,10 @@ from worker.errors import InfrastructureError
 from worker.simulation.builder import MM, ZONE_RGBA, Scene
 from worker.simulation.objectives import Decision
 
-HIGHLIGHT_RGB = (1.0, 0.7, 0.0)
-"""Amber: the culprit of a FAIL, or the target of a SUCCESS (never a zone's colour)."""
+HIGHLIGHT_RGB = (1.0, 0.1, 0.85)
+"""Magenta: the culprit of a FAIL, or the target of a SUCCESS. Neither a zone's colour nor one of
+the default part colours (cad.PALETTE); a design may still paint a part magenta, so the
+highlight is also a halo and an arrow."""
 FAIL_RGBA = (0.72, 0.08, 0.08, 0.92)
 SUCCESS_RGBA = (0.08, 0.5, 0.2, 0.92)
 PANEL_RGBA = (0.08, 0.08, 0.1, 0.72)
@@ -317,7 +319,7 @@ class Renderer:
     def _tint(
         self, labels: tuple[str, ...]
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]] | None:
-        """Tint the highlighted parts' geoms amber in the model for one scene update; returns
+        """Tint the highlighted parts' geoms magenta in the model for one scene update; returns
         what to restore (the model's colours are visual only, and restored at once)."""
         ids = [
             g for lbl in labels if lbl in self.scene.parts for g in self.scene.parts[lbl].geom_ids
@@ -327,8 +329,8 @@ class Renderer:
         m = self.scene.model
         arr = np.array(ids, dtype=np.int64)
         old = m.geom_rgba[arr].copy()
-        amber = np.array([*HIGHLIGHT_RGB, 1.0], dtype=np.float32)
-        m.geom_rgba[arr] = 0.35 * old + 0.65 * amber
+        magenta = np.array([*HIGHLIGHT_RGB, 1.0], dtype=np.float32)
+        m.geom_rgba[arr] = 0.25 * old + 0.75 * magenta
         m.geom_rgba[arr, 3] = 1.0
         return arr, old
 

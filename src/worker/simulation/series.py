@@ -51,14 +51,15 @@ class Series:
 
 
 class Decimator:
-    """Rows of `len(columns)` values in, at most `max_points` rows kept: every `stride` rows
-    become one (max or last per column), so memory is fixed before the run starts."""
+    """Rows of `len(columns)` values in, at most `max_points` + 2 rows kept: the first row as it
+    is (the start of every plot), then every `stride` rows become one (max or last per column),
+    so memory is fixed before the run starts."""
 
     def __init__(self, columns: tuple[Column, ...], expected_rows: int, max_points: int) -> None:
         self.columns = columns
         self.stride = max(1, math.ceil(expected_rows / max_points))
-        self._t = np.empty(max_points + 1)  # +1: the partial bucket at the end
-        self._rows = np.empty((max_points + 1, len(columns)))
+        self._t = np.empty(max_points + 2)  # +2: the first row and the partial last bucket
+        self._rows = np.empty((max_points + 2, len(columns)))
         self._is_max = np.array([c.reduce == "max" for c in columns], dtype=bool)
         self._acc = np.full(len(columns), -np.inf)
         self._in_bucket = 0
@@ -70,7 +71,7 @@ class Decimator:
         np.fmax(self._acc, row, out=self._acc)  # fmax: a NaN sample does not erase the peak
         self._last_t, self._last = t, row
         self._in_bucket += 1
-        if self._in_bucket >= self.stride:
+        if self.n == 0 or self._in_bucket >= self.stride:
             self._flush()
 
     def _flush(self) -> None:

@@ -160,7 +160,9 @@ def test_markdown_escape_keeps_a_sentence_readable() -> None:
 
 
 def test_html_has_the_verdict_rules_parts_and_embeds_every_image() -> None:
-    page = report_html(result(), "req-1", Media(poster=PNG, contact_sheet=PNG, plots=SVG, video=MP4))
+    page = report_html(
+        result(), "req-1", Media(poster=PNG, contact_sheet=PNG, plots=SVG, video=MP4)
+    )
     assert page.startswith("<!DOCTYPE html>")
     assert f'content="{CSP}"' in page
     assert "<h1>FAIL — OUT_OF_BOUNDS</h1><p>Part &#x27;box&#x27; left the bounds" in page
