@@ -165,8 +165,10 @@ def plots_svg(s: Series, decision: tuple[float, str] | None) -> str:
         def y_of(v: float, y0: float = y0, y_lo: float = y_lo, y_hi: float = y_hi) -> float:
             return y0 + ph - ph * (v - y_lo) / (y_hi - y_lo)
 
-        out.append(f'<text x="{LEFT}" y="{y0 - 9}" font-size="13" font-weight="bold">')
-        out.append(f"{escape(p.title)}</text>")
+        out.append(
+            f'<text x="{LEFT}" y="{y0 - 9}" font-size="13" font-weight="bold">'
+            f"{escape(p.title)}</text>"
+        )
         out.append(
             f'<rect x="{LEFT}" y="{y0}" width="{pw}" height="{ph}" fill="#fafafa" '
             'stroke="#999999" stroke-width="1"/>'

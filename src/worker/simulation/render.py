@@ -361,7 +361,7 @@ class Renderer:
                 g = self._add()
                 if g is None:
                     return
-                rgba = np.array([*HIGHLIGHT_RGB, 0.3], dtype=np.float32)
+                rgba = np.array([*HIGHLIGHT_RGB, 0.22], dtype=np.float32)
                 mujoco.mjv_initGeom(
                     g, int(mujoco.mjtGeom.mjGEOM_SPHERE), np.array([r, r, r]), center,
                     self._eye9, rgba,

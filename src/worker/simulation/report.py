@@ -220,14 +220,15 @@ h2{font-size:19px;margin:28px 0 10px}
 section{background:#fff;border-radius:10px;padding:14px 18px;margin:14px 0;
 box-shadow:0 1px 2px rgba(0,0,0,.08)}
 .media{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
+.media figure{flex:1 1 420px;max-width:640px}.media img,.media video{width:100%}
 figure{margin:0}figcaption{color:#555;font-size:13px;margin-top:4px}
 img,video{max-width:100%;height:auto;border:1px solid #ddd;border-radius:6px;background:#fff}
 table{border-collapse:collapse;width:100%;font-size:14px}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #e6e6e6;vertical-align:top}
 th{background:#f0f1f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.decisive td{background:#fff3cd;font-weight:600}
-.tag{display:inline-block;padding:0 6px;border-radius:4px;font-size:12px;background:#ffb000;
-color:#000}
+.tag{display:inline-block;padding:0 6px;border-radius:4px;font-size:12px;background:#e619c4;
+color:#fff}
 code{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:13px}
 footer{color:#666;font-size:12px;margin-top:24px;word-break:break-all}
 """
@@ -404,7 +405,7 @@ def report_html(result: dict[str, Any], request_id: str, media: Media, width: in
             "</section>",
         ]
     links = [
-        f'<li><a href="{_e(url)}">{_e(name)}</a></li>'
+        f'<li><a href="{_e(url)}">{_e(_sibling(url) or name)}</a> <small>({_e(name)})</small></li>'
         for name, raw in sorted(urls.items())
         if (url := safe_url(raw))
     ]

@@ -197,7 +197,7 @@ def test_html_escapes_everything_a_design_controls() -> None:
     allowed = {
         "html", "head", "meta", "title", "style", "body", "main", "header", "h1", "p", "code",
         "section", "h2", "div", "figure", "img", "figcaption", "table", "thead", "tbody", "tr",
-        "th", "td", "span", "ul", "li", "a", "footer", "br",
+        "th", "td", "span", "ul", "li", "a", "small", "footer", "br",
     }  # fmt: skip
     assert {t for t, _ in tags} <= allowed
     assert [t for t, _ in tags].count("h1") == 1 and [t for t, _ in tags].count("img") == 1
