@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,20 +190,45 @@ class Browser:
         finally:
             os.close(self._cmd_w)
             os.close(self._res_r)
-        # chromium's own helpers (zygote, gpu) are in its session: none may outlive it.
+        # chromium's own helpers (zygote, gpu, renderers) are in its session: none outlives it.
+        deadline = time.monotonic() + 10
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            while time.monotonic() < deadline:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+def _chromium() -> str:
     binary = shutil.which("chromium")
     if binary is None:
         pytest.fail(
             "chromium is not installed: `./dev test` installs it (apt-get install chromium)"
         )
-    b = Browser(binary, tmp_path_factory.mktemp("chromium-profile"))
+    return binary
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """One browser for the session."""
+    b = Browser(_chromium(), tmp_path_factory.mktemp("chromium-profile"))
     try:
         yield b
     finally:
         b.close()
+
+
+@pytest.fixture
+def new_browser(tmp_path: Path) -> Iterator[Callable[[], Browser]]:
+    """`new_browser()` → a browser of this test's own, started when called and gone (with every
+    process of it) when the test ends: for tests that check no process outlives a job."""
+    made: list[Browser] = []
+
+    def make() -> Browser:
+        made.append(Browser(_chromium(), tmp_path / f"chromium-profile-{len(made)}"))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for b in made:
+            b.close()
