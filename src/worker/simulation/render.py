@@ -2,10 +2,10 @@
 
 `Renderer` owns one GL context and MuJoCo scene and draws a view of MjData with the marks of the
 result: the zones filled and outlined by kind (goal: solid edges; forbid: heavy edges and a cross
-on the top face; build: dashed edges), the culprit tinted, haloed and pointed at, and a HUD drawn
-by MuJoCo's own overlay (`mjr_overlay` / `mjr_text` / `mjr_rectangle`) before the pixels are
-read: simulated time, the verdict once latched, a legend. The extra geoms and the HUD cost well
-under a millisecond per frame against a raw `mujoco.Renderer` (bench/bench_loop.py).
+on the top face; build: dashed edges; GL lines), the culprit tinted, haloed and pointed at, and a
+HUD drawn by MuJoCo's own overlay (`mjr_overlay` / `mjr_text` / `mjr_rectangle`) before the
+pixels are read: simulated time, the verdict once latched, a legend. bench/bench_loop.py measures
+what that adds to a raw `mujoco.Renderer` frame.
 
 `Recorder` holds the loop's callbacks: each frame into the H.264 stream (streamed, never held in
 memory), the decisive moment into stills (poster, contact sheet), the final state into the last
@@ -123,12 +123,14 @@ class _Segment:
     a: NDArray[np.float64]
     b: NDArray[np.float64]
     rgba: NDArray[np.float32]
-    radius: float
+    width: float
+    """In units of the picture's base line width (which grows with its height)."""
 
 
-def _zone_segments(objectives: Objectives, unit: float) -> list[_Segment]:
+def _zone_segments(objectives: Objectives) -> list[_Segment]:
     """The outline of every zone, by kind: goal solid, forbid heavy with a cross on top, build
-    dashed. `unit` is the line radius in metres (scaled to the scene)."""
+    dashed. Drawn as GL lines: as capsules, three zones cost ~35 ms a frame on llvmpipe; as
+    lines next to nothing (bench/bench_loop.py)."""
     segs: list[_Segment] = []
     for z in objectives.zones:
         lo, hi = np.array(z.min) * MM, np.array(z.max) * MM
@@ -140,19 +142,19 @@ def _zone_segments(objectives: Objectives, unit: float) -> list[_Segment]:
             for w in (lo[2], hi[2])
         ]
         edges = [(i, j) for i in range(8) for j in range(i + 1, 8) if bin(i ^ j).count("1") == 1]
-        radius = {"goal": unit, "forbid": 1.4 * unit, "build": 0.7 * unit}[z.kind]
+        width = {"goal": 1.25, "forbid": 1.75, "build": 0.9}[z.kind]
         for i, j in edges:
             if z.kind == "build":  # dashed: 9 dashes per edge
                 for k in range(9):
                     a = c[i] + (c[j] - c[i]) * (k / 9)
                     b = c[i] + (c[j] - c[i]) * ((k + 0.55) / 9)
-                    segs.append(_Segment(a, b, rgba, radius))
+                    segs.append(_Segment(a, b, rgba, width))
             else:
-                segs.append(_Segment(c[i], c[j], rgba, radius))
+                segs.append(_Segment(c[i], c[j], rgba, width))
         if z.kind == "forbid":  # a cross on the top face: "keep out"
             top = hi[2]
             for a, b in (((lo[0], lo[1]), (hi[0], hi[1])), ((lo[0], hi[1]), (hi[0], lo[1]))):
-                segs.append(_Segment(np.array([*a, top]), np.array([*b, top]), rgba, 0.8 * unit))
+                segs.append(_Segment(np.array([*a, top]), np.array([*b, top]), rgba, 1.0))
     return segs
 
 
@@ -192,9 +194,8 @@ class Renderer:
             ) from None
         self._con = mujoco.MjrContext(m, _font_scale(height))
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._con)
-        unit = max(scene.extent_radius_m * 0.005, 0.0005)
-        self._unit = unit
-        self._segments = _zone_segments(objectives, unit)
+        self._unit = max(scene.extent_radius_m * 0.005, 0.0005)
+        self._segments = _zone_segments(objectives)
         self._scn = mujoco.MjvScene(m, maxgeom=m.ngeom + len(self._segments) + 4 * 200 + 100)
         self._opt = mujoco.MjvOption()
         self._cam = scene_camera(scene)
@@ -265,7 +266,7 @@ class Renderer:
             if view is TOP:  # seen face-on, the lit floor would wash out to white
                 for i in range(self._scn.nlight):
                     self._scn.lights[i].diffuse[:] = self._scn.lights[i].diffuse * 0.55
-        self._decorate(d, marks.highlight)
+        self._decorate(d, marks.highlight, h)
         rect = mujoco.MjrRect(0, 0, w, h)
         mujoco.mjr_render(rect, self._scn, self._con)
         self._hud(rect, float(d.time), marks if hud else None, label, scale_bar)
@@ -341,15 +342,17 @@ class Renderer:
         self._scn.ngeom += 1
         return g
 
-    def _decorate(self, d: mujoco.MjData, highlight: tuple[str, ...]) -> None:
+    def _decorate(self, d: mujoco.MjData, highlight: tuple[str, ...], h: int) -> None:
         """Zone outlines, and a halo and an arrow at each highlighted part."""
-        capsule = int(mujoco.mjtGeom.mjGEOM_CAPSULE)
+        line = int(mujoco.mjtGeom.mjGEOM_LINE)
+        px = max(1.5, h / 240)  # the base line width in pixels: 2 at 480 px
         for s in self._segments:
             g = self._add()
             if g is None:
                 return
-            mujoco.mjv_initGeom(g, capsule, self._zeros3, self._zeros3, self._eye9, s.rgba)
-            mujoco.mjv_connector(g, capsule, s.radius, s.a, s.b)
+            mujoco.mjv_initGeom(g, line, self._zeros3, self._zeros3, self._eye9, s.rgba)
+            mujoco.mjv_connector(g, line, s.width * px, s.a, s.b)
+            g.castshadow = 0
         r_scene = self.scene.extent_radius_m
         for label in highlight:
             p = self.scene.parts.get(label)
@@ -366,6 +369,7 @@ class Renderer:
                     g, int(mujoco.mjtGeom.mjGEOM_SPHERE), np.array([r, r, r]), center,
                     self._eye9, rgba,
                 )  # fmt: skip
+                g.castshadow = 0
             g = self._add()
             if g is None:
                 return
@@ -376,6 +380,7 @@ class Renderer:
             arrow = int(mujoco.mjtGeom.mjGEOM_ARROW)
             mujoco.mjv_initGeom(g, arrow, self._zeros3, self._zeros3, self._eye9, rgba)
             mujoco.mjv_connector(g, arrow, max(self._unit * 3, 0.15 * length / 4), top, tip)
+            g.castshadow = 0
 
     def _text_w(self, text: str, big: bool = False) -> int:
         widths = self._con.charWidthBig if big else self._con.charWidth

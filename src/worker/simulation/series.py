@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from common.models.simulation import Objectives
 from worker.simulation.builder import MM, Scene
-from worker.simulation.objectives import Verdict, goal_distance_mm
+from worker.simulation.objectives import Verdict
 
 MAX_POINTS = 600
 """Rows kept per run, whatever its length (a 10 s run at 10 ms checks has 1000 samples)."""
@@ -64,21 +64,24 @@ class Decimator:
         self._acc = np.full(len(columns), -np.inf)
         self._in_bucket = 0
         self._last_t = 0.0
-        self._last: NDArray[np.float64] | None = None
+        self._last = np.zeros(len(columns))
         self.n = 0
 
     def add(self, t: float, row: NDArray[np.float64]) -> None:
+        """Take `row` (copied: the caller may reuse it)."""
         np.fmax(self._acc, row, out=self._acc)  # fmax: a NaN sample does not erase the peak
-        self._last_t, self._last = t, row
+        self._last[:] = row
+        self._last_t = t
         self._in_bucket += 1
         if self.n == 0 or self._in_bucket >= self.stride:
             self._flush()
 
     def _flush(self) -> None:
-        if self._last is None or self._in_bucket == 0 or self.n >= len(self._t):
+        if self._in_bucket == 0 or self.n >= len(self._t):
             return
         self._t[self.n] = self._last_t
-        self._rows[self.n] = np.where(self._is_max, self._acc, self._last)
+        np.copyto(self._rows[self.n], self._last)
+        np.copyto(self._rows[self.n], self._acc, where=self._is_max)
         self.n += 1
         self._acc.fill(-np.inf)
         self._in_bucket = 0
@@ -118,22 +121,23 @@ class RunSeries:
         self._act_limits = np.array([a.force_limit for a in acts], dtype=np.float64)
         self._row = np.zeros(len(cols))
         self._n_speed = len(verdict.movable_bodies)
+        self._goals = [
+            tuple(c * MM for c in (*z.min, *z.max)) for z in verdict.goal_zones
+        ]  # (x0, y0, z0, x1, y1, z1) in metres: plain floats beat numpy on 3-vectors
         self._dec = Decimator(tuple(cols), expected_samples, MAX_POINTS)
 
     def sample(self, d: mujoco.MjData, contact_force_n: float) -> None:
-        row = self._row.copy()
+        row = self._row  # filled in place; the decimator copies it
         i = 0
         if self._target is not None:
-            p = d.xipos[self._target.body_id] / MM
-            row[0] = goal_distance_mm(p, self.verdict.goal_zones)
+            x, y, z = d.xipos[self._target.body_id].tolist()
+            row[0] = min(_box_distance(x, y, z, g) for g in self._goals) / MM
             row[1] = self.verdict.hold_s
             i = 2
-        row[i : i + self._n_speed] = self.verdict.speeds_m_s / MM
+        np.divide(self.verdict.speeds_m_s, MM, out=row[i : i + self._n_speed])
         i += self._n_speed
-        row[i] = contact_force_n
-        row[i + 1] = d.energy[1]
-        row[i + 2] = d.energy[0]
-        row[i + 3] = d.energy[0] + d.energy[1]
+        e = d.energy
+        row[i : i + 4] = (contact_force_n, e[1], e[0], e[0] + e[1])
         i += 4
         if self._act_ids.size:
             row[i:] = np.abs(d.actuator_force[self._act_ids]) / self._act_limits * 100.0
@@ -147,3 +151,11 @@ class RunSeries:
             values=values,
             goal_hold_s=self.objectives.goal_hold_s if self._target is not None else None,
         )
+
+
+def _box_distance(x: float, y: float, z: float, box: tuple[float, ...]) -> float:
+    """objectives.goal_distance_mm for one box, on floats (metres)."""
+    dx = max(box[0] - x, 0.0, x - box[3])
+    dy = max(box[1] - y, 0.0, y - box[4])
+    dz = max(box[2] - z, 0.0, z - box[5])
+    return math.sqrt(dx * dx + dy * dy + dz * dz)
