@@ -65,7 +65,7 @@ class Event:
 
     time_s: float
     rule: str
-    """A FailureKind's name, or GOAL_HELD."""
+    """A FailureKind's name, GOAL_HELD or STABLE."""
     parts: tuple[str, ...]
     reason: str
     decisive: bool

@@ -98,12 +98,12 @@ def run_physics(
         from worker.simulation.render import Renderer
 
         with Renderer(scene, objectives, options.width, options.height) as renderer:
-            render_s = _rendered_runs(
+            in_runs_s, render_s = _rendered_runs(
                 renderer, scene, objectives, options, out_dir, files, runs,
                 on_progress=on_progress, wall_deadline=wall_deadline,
             )  # fmt: skip
     else:
-        render_s = 0.0
+        in_runs_s = render_s = 0.0
         loop = SimulationLoop(
             scene, objectives, options, on_progress=on_progress, wall_deadline=wall_deadline
         )
@@ -126,7 +126,7 @@ def run_physics(
         (out_dir / "plots.svg").write_text(plots_svg(decisive.series, _plot_marker(decisive)))
         files["plots"] = "plots.svg"
     render_s += time.monotonic() - t_plots
-    phases["simulate"] = max(0.0, sum(r.wall_time_s for r in runs) - render_s)
+    phases["simulate"] = sum(r.wall_time_s for r in runs) - in_runs_s
     phases["render"] = render_s
     if failed is None:
         failure, reason = None, nominal.reason
@@ -166,10 +166,11 @@ def _rendered_runs(
     *,
     on_progress: ProgressFn | None,
     wall_deadline: float | None,
-) -> float:
+) -> tuple[float, float]:
     """The runs with rendering: the nominal run's video, stills and last frame; the stills of
     the first perturbed run that fails instead, when the nominal run passed. Writes the files
-    and returns the seconds spent rendering and encoding."""
+    and returns the seconds spent rendering and encoding during the runs (part of their wall
+    time), and in all."""
     from worker.simulation.render import Recorder, write_png
 
     with Recorder(renderer, out_dir / "video.mp4", options.fps) as rec:
@@ -184,8 +185,9 @@ def _rendered_runs(
             wall_deadline=wall_deadline,
         )
         runs.append(loop.run(0))
+        encode_in_run_s = rec.encode_s  # closing the stream (below) is after the run
     files["video"] = "video.mp4"
-    stills, last, encode_s = rec.stills, rec.last, rec.encode_s
+    stills, last = rec.stills, rec.last
     n = options.jitter.runs
     for i in range(1, n + 1):
         jrec = Recorder(renderer, None, options.fps, run_label=f"perturbed run {i} of {n}")
@@ -221,7 +223,8 @@ def _rendered_runs(
         files["last_frame"] = "last.png"
     if on_progress:
         on_progress(Progress("render", runs[0].sim_time_s, 1.0))
-    return renderer.render_s + encode_s + (time.monotonic() - t0)
+    in_runs = renderer.render_s + encode_in_run_s
+    return in_runs, renderer.render_s + rec.encode_s + (time.monotonic() - t0)
 
 
 def _jitter_rng(options: SimOptions, run: int) -> np.random.Generator:

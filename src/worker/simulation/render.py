@@ -169,8 +169,10 @@ def _ortho_half_height(
     return float(max(up / 2, across / 2 / aspect) * 1.08)
 
 
-def _scale_bar(px_per_m: float, width: int) -> tuple[int, str]:
+def _scale_bar(px_per_m: float, width: int) -> tuple[int, str] | None:
     """A round length (1, 2 or 5 × 10^k mm) near a fifth of the picture's width, in pixels."""
+    if not (np.isfinite(px_per_m) and px_per_m > 0):
+        return None
     target_mm = width / 5 / px_per_m / MM
     k = 10 ** np.floor(np.log10(target_mm))
     mm = max((f * k for f in (1, 2, 5, 10) if f * k <= target_mm), default=k)
@@ -311,8 +313,10 @@ class Renderer:
         s = self.scene
         c, r = s.extent_center_m, s.extent_radius_m
         lo, hi = self._box0
-        if self._all_geoms.size:
-            pos, rb = d.geom_xpos[self._all_geoms], self._all_rbound
+        pos, rb = d.geom_xpos[self._all_geoms], self._all_rbound
+        ok = np.isfinite(pos).all(axis=1)  # a diverged state is drawn, never framed
+        if ok.any():
+            pos, rb = pos[ok], rb[ok]
             lo = np.minimum(lo, np.clip((pos - rb).min(axis=0), c - 3 * r, None))
             hi = np.maximum(hi, np.clip((pos + rb).max(axis=0), None, c + 3 * r))
         return lo, hi
@@ -359,6 +363,8 @@ class Renderer:
             if p is None:
                 continue
             center = d.xipos[p.body_id].copy()
+            if not np.isfinite(center).all():  # a diverged part: nowhere to point at
+                continue
             r = self._halo_m[label] * 1.25
             if r < 0.35 * r_scene:  # a halo around a small part; a large one is tinted only
                 g = self._add()

@@ -164,3 +164,48 @@ def test_zones_are_drawn_by_kind(bd: Any, tmp_path: Path) -> None:
         target = np.array(ZONE_RGBA[kind][:3]) * 255
         near = (np.abs(poster - target) < 40).all(axis=-1).sum()
         assert near > 100, kind
+
+
+def test_a_diverged_run_is_rendered_and_keeps_its_verdict(bd: Any, tmp_path: Path) -> None:
+    """NaN in the state at the decision: the pictures are drawn all the same and the verdict
+    stays PHYSICS_INSTABILITY (a picture never turns a verdict into a crash)."""
+    slider = bd.Pos(0, 0, 100) * bd.Box(10, 10, 1)
+    slider.label = "slider"
+    parts = {
+        "slider": {
+            "joint": {
+                "type": "slide",
+                "axis": [1, 0, 0],
+                "actuator": {"kind": "motor", "force_limit": 1e7},
+            }
+        }
+    }
+    opts = SimOptions.model_validate(
+        {
+            "duration_s": 0.5,
+            "width": 160,
+            "height": 120,
+            "controls": [{"actuator": "slider", "kind": "constant", "value": 1e7}],
+        }
+    )
+    out = run_physics(extract_geometry(slider, parts), Objectives(), opts, tmp_path)
+    assert out.failure is not None and out.failure.kind.value == "PHYSICS_INSTABILITY"
+    assert {"poster", "contact_sheet", "last_frame", "plots"} <= set(out.files)
+    assert read_png(tmp_path / "contact.png").shape == (2 * 120 + 2, 2 * 160 + 2, 3)
+
+
+def test_a_state_of_nan_is_drawn_without_an_error(bd: Any, scene_of: Any) -> None:
+    """What a diverged run can leave in MjData: every view, with the culprit highlighted."""
+    import mujoco
+
+    from worker.simulation.render import Banner, Marks, Renderer
+
+    scene, obj, _ = scene_of(dropped(bd), objectives={"zones": [PIT]})
+    d = mujoco.MjData(scene.model)
+    d.qpos[:] = np.nan
+    mujoco.mj_forward(scene.model, d)
+    assert not np.isfinite(d.xipos[scene.parts["box"].body_id]).any()
+    marks = Marks(Banner("PHYSICS_INSTABILITY", 0.01, ("box",)))
+    with Renderer(scene, obj, 160, 120) as r:
+        assert r.render(d, marks=marks).shape == (120, 160, 3)
+        assert r.contact_sheet(d, marks).shape == (242, 322, 3)
