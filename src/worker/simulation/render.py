@@ -16,6 +16,7 @@ shadow map and no MSAA. Rendering is deterministic: the same request gives the s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -403,18 +404,41 @@ class Renderer:
         """Time (top left), a scale bar in an orthographic view (bottom right), and with
         `marks` the verdict (top right) and the legend (bottom left)."""
         con = self._con
+        w, h = rect.width, rect.height
+        panels: list[tuple[mujoco.MjrRect, tuple[float, ...]]] = []
+        texts: list[tuple[int, str, float, float]] = []
+
+        def panel(x: int, y: int, pw: int, ph: int, rgba: tuple[float, ...]) -> None:
+            panels.append((mujoco.MjrRect(x, y, pw, ph), rgba))
+
+        def text(font: int, s: str, x: int, y: int, rgb: tuple[float, float, float]) -> None:
+            texts.append((font, s, x / w, y / h))
+
+        try:
+            self._hud_items(panel, text, t, marks, label, scale_bar, w, h)
+        finally:  # every panel, then every text on top (one viewport change, not one per text)
+            for r, rgba in panels:
+                mujoco.mjr_rectangle(r, *rgba)
+            # mjr_text places text relative to the last viewport: make it the whole picture.
+            mujoco.mjr_rectangle(mujoco.MjrRect(0, 0, w, h), 0, 0, 0, 0)
+            for font, s, x, y in texts:
+                mujoco.mjr_text(font, s, con, x, y, 1.0, 1.0, 1.0)
+
+    def _hud_items(
+        self,
+        panel: Callable[[int, int, int, int, tuple[float, ...]], None],
+        text: Callable[[int, str, int, int, tuple[float, float, float]], None],
+        t: float,
+        marks: Marks | None,
+        label: str,
+        scale_bar: tuple[int, str] | None,
+        w: int,
+        h: int,
+    ) -> None:
+        con = self._con
         ch, chb = int(con.charHeight), int(con.charHeightBig)
         pad = max(3, ch // 3)
         normal, big = int(mujoco.mjtFont.mjFONT_NORMAL), int(mujoco.mjtFont.mjFONT_BIG)
-        w, h = rect.width, rect.height
-
-        def panel(x: int, y: int, pw: int, ph: int, rgba: tuple[float, ...]) -> None:
-            mujoco.mjr_rectangle(mujoco.MjrRect(x, y, pw, ph), *rgba)
-
-        def text(font: int, s: str, x: int, y: int, rgb: tuple[float, float, float]) -> None:
-            # mjr_text places text relative to the last viewport: the whole picture.
-            mujoco.mjr_rectangle(mujoco.MjrRect(0, 0, w, h), 0, 0, 0, 0)
-            mujoco.mjr_text(font, s, con, x / w, y / h, *rgb)
 
         white = (1.0, 1.0, 1.0)
         clock = _ascii(f"{label}  t = {t:.3f} s" if label else f"t = {t:.3f} s")
