@@ -138,8 +138,8 @@ def print_result(result: SimulationResult, stream: TextIO | None = None) -> None
         if isinstance(decisive.get("culprits"), list) and decisive["culprits"]:
             who = printable(", ".join(str(x) for x in decisive["culprits"]))
             facts.append(("target " if ok else "culprit ") + who)
-    if "sim_time_s" in m:
-        facts.append(f"simulated {_num(m['sim_time_s'])} s")
+    if runs:  # the physics ran (a build that failed simulated nothing)
+        facts.append(f"simulated {_num(m.get('sim_time_s'))} s")
     phases = ", ".join(
         f"{printable(str(k))} {_num(v)}" for k, v in (m.get("phases_s") or {}).items()
     )

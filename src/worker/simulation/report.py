@@ -69,7 +69,8 @@ def _f(v: Any, fmt: str, unit: str = "") -> str:
 def _vec(v: Any) -> str:
     if not isinstance(v, list | tuple):
         return "–"
-    return ", ".join(_f(c, ".1f") for c in v)
+    cells = (_f(c, ".1f") for c in v)
+    return ", ".join("0.0" if c == "-0.0" else c for c in cells)  # -0.0: a rounded 0
 
 
 def _verdict_line(result: Mapping[str, Any]) -> tuple[str, str]:
