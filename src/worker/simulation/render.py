@@ -367,7 +367,8 @@ class Renderer:
             if not np.isfinite(center).all():  # a diverged part: nowhere to point at
                 continue
             r = self._halo_m[label] * 1.25
-            if r < 0.35 * r_scene:  # a halo around a small part; a large one is tinted only
+            haloed = r < 0.35 * r_scene  # a halo around a small part; a large one is tinted only
+            if haloed:
                 g = self._add()
                 if g is None:
                     return
@@ -380,9 +381,11 @@ class Renderer:
             g = self._add()
             if g is None:
                 return
-            length = max(0.18 * r_scene, 2 * r)
-            top = center + np.array([0.0, 0.0, r + length])
-            tip = center + np.array([0.0, 0.0, r * 1.05])
+            # Down onto the halo, or onto the centre of mass of a part too large for one (its
+            # bounding sphere would put the arrow out of the picture).
+            length = max(0.18 * r_scene, 2 * r) if haloed else 0.25 * r_scene
+            tip = center + np.array([0.0, 0.0, r * 1.05 if haloed else 0.02 * r_scene])
+            top = tip + np.array([0.0, 0.0, length])
             rgba = np.array([*HIGHLIGHT_RGB, 1.0], dtype=np.float32)
             arrow = int(mujoco.mjtGeom.mjGEOM_ARROW)
             mujoco.mjv_initGeom(g, arrow, self._zeros3, self._zeros3, self._eye9, rgba)

@@ -113,7 +113,8 @@ def test_workflow_defaults_match_worker_settings() -> None:
 def test_drop_succeeds_with_video_heartbeats_and_small_payload(temporal: Any) -> None:
     """SUCCESS with a video URL; heartbeats reach the server with increasing sim time; the
     result that travels through Temporal is small while the video sits in the store."""
-    request = drop_request("drop", duration_s=4.0, width=320, height=240)
+    # full_video: 4 s of video, so that the job lasts a few heartbeats.
+    request = drop_request("drop", duration_s=4.0, width=320, height=240, full_video=True)
 
     async def go() -> tuple[SimulationResult, list[tuple[float, HeartbeatDetails]], list[Any]]:
         handle = await simclient.submit(temporal.client, request)
