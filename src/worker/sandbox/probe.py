@@ -20,6 +20,8 @@ JAIL_UID = 65534
 class ProbeFailed(InfrastructureError):
     """A probe jail did not start, did not run as the jail's user, or could not render."""
 
+    cause = "sandbox"
+
 
 def probe(launcher: Launcher, jail: str) -> dict[str, Any]:
     """What the probe child saw in a `jail` jail (`wall_s` added). The physics probe renders a

@@ -20,6 +20,8 @@ from worker.simulation.builder import Scene
 class RenderError(InfrastructureError):
     """Offscreen rendering could not start (no EGL/OSMesa). An infrastructure fault."""
 
+    cause = "render"
+
 
 def scene_camera(scene: Scene) -> mujoco.MjvCamera:
     """A free camera that frames every part and zone, seen from the front-left, above."""
