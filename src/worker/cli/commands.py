@@ -94,14 +94,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     request = _request(args)
     opts = _connect_options(args)
+    outage_s = args.outage_wait
 
     async def go() -> int:
+        # An unreachable server (down, restarting) is waited for, up to --outage-wait per
+        # outage; then ServerUnreachable (exit 3). Other connection errors fail at once.
         try:
-            client = await simclient.connect(opts)
-        except Exception as e:  # unreachable server, bad TLS: infrastructure
+            client = await simclient.through_outages(
+                lambda: simclient.connect(opts),
+                what=f"connecting to {_address(opts)}",
+                outage_s=outage_s,
+            )
+        except simclient.ServerUnreachable:
+            raise
+        except Exception as e:  # bad TLS, a refused API key: infrastructure
             output.error(f"cannot connect to Temporal at {_address(opts)}: {e}")
             return EXIT_INFRA
-        handle = await simclient.submit(client, request, task_queue=args.task_queue)
+        handle = await simclient.through_outages(
+            lambda: simclient.submit(client, request, task_queue=args.task_queue),
+            what="starting the workflow",
+            outage_s=outage_s,
+        )
         if not args.wait:
             if args.json:
                 sys.stdout.write(json.dumps({"workflow_id": handle.id}) + "\n")
@@ -109,7 +122,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 print(handle.id)
             return EXIT_SUCCESS
         try:
-            result = await handle.result()
+            result = await simclient.wait_result(handle, outage_s=outage_s)
         except WorkflowFailureError as e:
             return output.workflow_failure(e)
         return output.emit(result, args.json)
@@ -134,13 +147,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     opts = _connect_options(args)
 
     async def go() -> int:
-        runtime = None
+        runtime, metrics_url = None, None
         if args.metrics_port is not None:
             try:
-                runtime, _ = start_metrics(args.metrics_port)
+                runtime, server = start_metrics(args.metrics_port, args.metrics_host)
             except OSError as e:
-                output.error(f"cannot serve metrics on port {args.metrics_port}: {e}")
+                output.error(
+                    f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {e}"
+                )
                 return EXIT_INFRA
+            metrics_url = f"http://{args.metrics_host}:{server.port}/metrics"
         try:
             client = await simclient.connect(opts, runtime=runtime)
         except Exception as e:
@@ -153,6 +169,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             task_queue=args.task_queue,
             slots=args.slots,
             graceful_shutdown_s=args.graceful_shutdown,
+            metrics_url=metrics_url,
         )
         return EXIT_SUCCESS
 
@@ -191,6 +208,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             slots=args.slots,
             graceful_shutdown_s=args.graceful_shutdown,
             metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
             say=say,
         )
     )

