@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from common.models.simulation import SimulationRequest
 from worker.cli import output
-from worker.cli.output import EXIT_INFRA, EXIT_INVALID, EXIT_SUCCESS
-from worker.errors import InvalidRequest
+from worker.cli.output import EXIT_FAIL, EXIT_INFRA, EXIT_INVALID, EXIT_SUCCESS
+from worker.errors import InfrastructureError, InvalidRequest
 from worker.request_files import load_mapping, request_from_files
 from worker.settings import Settings
 
@@ -222,6 +222,34 @@ def cmd_dev(args: argparse.Namespace) -> int:
         return EXIT_INFRA
     print(f"End to end through Temporal: {demo.seconds:.2f} s")
     return output.emit(demo.result, False)
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    """Exit 0 when nothing was lost, duplicated, mismatched or leaked, 1 otherwise; 2 for bad
+    flags, 3 when the server or the workers cannot start."""
+    from worker.loadtest.run import LoadTestConfig, run_loadtest
+
+    cfg = LoadTestConfig(
+        count=args.count,
+        concurrency=args.concurrency,
+        hostile_ratio=args.hostile_ratio,
+        faults=args.faults,
+        fault_rounds=args.fault_rounds,
+        address=args.address,
+        workers=args.workers,
+        slots=args.slots,
+        render=not args.no_render,
+        seed=args.seed,
+        outage_s=args.outage_s,
+        timeout_s=args.timeout,
+        keep_dir=args.keep_dir,
+    )
+    try:
+        report = asyncio.run(run_loadtest(cfg))
+    except RuntimeError as e:  # a worker that would not start, a server that would not
+        raise InfrastructureError(str(e)) from None
+    output.emit_loadtest(report, args.json)
+    return EXIT_SUCCESS if report["ok"] else EXIT_FAIL
 
 
 def cmd_policy(args: argparse.Namespace) -> int:

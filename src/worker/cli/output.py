@@ -7,7 +7,9 @@ Exit status: 0 SUCCESS, 1 FAIL, 2 invalid request or usage, 3 infrastructure err
 
 from __future__ import annotations
 
+import json
 import sys
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -68,6 +70,35 @@ def emit(result: SimulationResult, as_json: bool) -> int:
     else:
         print_result(result)
     return EXIT_SUCCESS if result.outcome == "SUCCESS" else EXIT_FAIL
+
+
+def emit_loadtest(report: dict[str, Any], as_json: bool) -> None:
+    """A load test's report: one JSON object, or a few readable lines."""
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+        return
+    lat = report["latency_s"]
+    print(
+        f"{'PASSED' if report['ok'] else 'FAILED'}: {report['completed']}/{report['submitted']} "
+        f"completed ({report['hostile']} hostile), lost {report['lost']}, duplicated "
+        f"{report['duplicated']}, mismatches {report['mismatches']}, leaked {report['leaked']}"
+    )
+    print(
+        f"  latency p50 {lat['p50']} s, p95 {lat['p95']} s, max {lat['max']} s; "
+        f"{report['throughput_jobs_per_min']} jobs/min; wall {report['wall_s']} s"
+    )
+    for f in report["faults"]:
+        print(f"  fault {f['kind']} at {f['at_s']} s: {f['detail']}")
+    for w in report["workers_rss_mb"]:
+        print(f"  worker {w['pid']}: RSS {w['before']} → {w['after']} MB")
+    for key in ("lost_jobs", "duplicated_jobs", "mismatched_jobs"):
+        for item in report[key]:
+            print(f"  {key.removesuffix('_jobs')}: {json.dumps(item)}")
+    for kind, items in report["leaks"].items():
+        for item in items:
+            print(f"  leaked {kind}: {printable(item)}")
+    if report.get("dir"):
+        print(f"  logs and artifacts: {report['dir']}")
 
 
 def workflow_failure(e: BaseException) -> int:

@@ -81,12 +81,12 @@ class DevServer:
     """`temporal server start-dev` as a child process (see the module's docstring).
 
     `db` None keeps everything in memory (lost on stop); `ui_port` None runs it headless.
-    `output` receives its log lines (default: this process's stderr)."""
+    Its log lines are appended to `log` (default: this process's stderr)."""
 
     port: int
     db: Path | None = None
     ui_port: int | None = None
-    output: IO[bytes] | None = None
+    log: Path | None = None
     log_level: str = "warn"
     proc: subprocess.Popen[bytes] | None = None
 
@@ -125,10 +125,16 @@ class DevServer:
             check_port_free(self.ui_port, "web UI")
         if self.db is not None:
             self.db.parent.mkdir(parents=True, exist_ok=True)
-        out = self.output if self.output is not None else sys.stderr.buffer
-        self.proc = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, stdout=out, stderr=out
-        )
+        if self.log is None:
+            out: IO[bytes] = sys.stderr.buffer
+            self.proc = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            )
+        else:
+            with open(self.log, "ab") as out:  # the child keeps its own copy of the fd
+                self.proc = subprocess.Popen(
+                    self.command(), stdin=subprocess.DEVNULL, stdout=out, stderr=out
+                )
         deadline = time.monotonic() + timeout_s
         while True:
             if self.proc.poll() is not None:

@@ -58,8 +58,7 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     thread = threading.Thread(target=loop.run_forever, name="temporal-loop", daemon=True)
     thread.start()
     log = tmp_path_factory.mktemp("temporal") / "server.log"
-    with open(log, "wb") as out:
-        server = DevServer(free_loopback_port(), output=out).start()
+    server = DevServer(free_loopback_port(), log=log).start()
     try:
         opts = simclient.ConnectOptions(address=server.address)
         client = asyncio.run_coroutine_threadsafe(simclient.connect(opts), loop).result(120)

@@ -76,13 +76,14 @@ class Workers:
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[DevServer]:
     """A dev server of this test alone, persisting to a file, so it can be restarted."""
-    with open(tmp_path / "server.log", "ab") as out:
-        server = DevServer(free_loopback_port(), db=tmp_path / "temporal.db", output=out)
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    server = DevServer(
+        free_loopback_port(), db=tmp_path / "temporal.db", log=tmp_path / "server.log"
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
