@@ -212,7 +212,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             say=say,
         )
     )
-    print("Temporal dev server stopped.", file=sys.stderr)
+    print("Temporal dev server stopped.", flush=True)
     if demo is None:
         return EXIT_SUCCESS
     if isinstance(demo.error, WorkflowFailureError):

@@ -88,6 +88,7 @@ class Cluster:
     address: str
     task_queue: str
     slots: int = 1
+    own_server: bool = True
     workers: list[WorkerProcess] = field(default_factory=list)
 
     @property
@@ -100,8 +101,10 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         """This environment, with every path a worker writes under `dir` and the local store
-        (a store outage is injected on its directory)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SIMJAIL_S3_")}
+        (a store outage is injected on its directory), no metrics port (the workers would all
+        want it), and for the test's own server none of the operator's TEMPORAL_* settings."""
+        dropped = ("SIMJAIL_S3_", "SIMJAIL_METRICS_", *(("TEMPORAL_",) if self.own_server else ()))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
         env.update(
             SIMJAIL_DATA_DIR=str(self.dir / "data"),
             SIMJAIL_ARTIFACTS_DIR=str(self.artifacts),

@@ -170,12 +170,17 @@ async def run_loadtest(cfg: LoadTestConfig) -> dict[str, Any]:
             address = server.address
         else:
             address = cfg.address
-        cluster = Cluster(root, address, f"loadtest-{run_id}", slots=cfg.slots)
+        cluster = Cluster(
+            root, address, f"loadtest-{run_id}", slots=cfg.slots, own_server=server is not None
+        )
         cluster.prepare()
         workers = [cluster.start_worker() for _ in range(cfg.workers)]
         for w in workers:
             await asyncio.to_thread(cluster.wait_ready, w)
-        client = await simclient.connect(simclient.ConnectOptions(address=address))
+        if server is not None:
+            client = await simclient.connect_local(address)
+        else:
+            client = await simclient.connect(simclient.ConnectOptions(address=address))
         jobs = job_mix(
             cfg.count, cfg.hostile_ratio, seed=cfg.seed, render=cfg.render, run_id=run_id
         )

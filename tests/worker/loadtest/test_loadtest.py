@@ -152,8 +152,12 @@ def test_the_workers_environment_keeps_everything_in_the_run_directory(
 ) -> None:
     monkeypatch.setenv("SIMJAIL_S3_BUCKET", "production-bucket")
     monkeypatch.setenv("SIMJAIL_STORE", "s3")
+    monkeypatch.setenv("SIMJAIL_METRICS_PORT", "9100")
+    monkeypatch.setenv("TEMPORAL_API_KEY", "for-production")
     env = Cluster(tmp_path, "127.0.0.1:1", "q").env()
     assert env["SIMJAIL_STORE"] == "local"
     assert env["TMPDIR"] == str(tmp_path / "tmp")
     assert env["SIMJAIL_ARTIFACTS_DIR"] == str(tmp_path / "data" / "artifacts")
-    assert not [k for k in env if k.startswith("SIMJAIL_S3_")]
+    assert not [k for k in env if k.startswith(("SIMJAIL_S3_", "SIMJAIL_METRICS_", "TEMPORAL_"))]
+    external = Cluster(tmp_path, "127.0.0.1:1", "q", own_server=False).env()
+    assert external["TEMPORAL_API_KEY"] == "for-production"

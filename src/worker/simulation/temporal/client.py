@@ -12,6 +12,11 @@ TEMPORAL_API_KEY, TEMPORAL_TLS, TEMPORAL_TLS_CLIENT_CERT_PATH, TEMPORAL_TLS_CLIE
 TEMPORAL_TLS_SERVER_CA_CERT_PATH, TEMPORAL_PROFILE, TEMPORAL_CONFIG_FILE, …), with the command
 line's flags (`ConnectOptions`) applied on top.
 
+Every connection uses a runtime (`make_runtime`) that forwards the SDK core's own log lines to
+Python's logging, so they come out as JSON on stderr with the rest (`worker.logs`), and
+`through_outages` / `wait_result` ride out a server that is down or restarting, for a bounded
+time.
+
 The workflow id is `simulation-<request_id>`: submitting the same request again returns the
 running (or completed) workflow instead of starting a second one; only a run that failed, was
 cancelled or terminated may be started again under the same id.
@@ -122,6 +127,18 @@ async def connect(opts: ConnectOptions | None = None, *, runtime: Runtime | None
     )
 
 
+async def connect_local(address: str, *, runtime: Runtime | None = None) -> Client:
+    """A client of a server simjail started itself (`DevServer`) on namespace `default`: no
+    environment configuration applies (an operator's TEMPORAL_API_KEY or TLS settings are for
+    their own servers, not for this one)."""
+    return await Client.connect(
+        address,
+        namespace=DEFAULT_NAMESPACE,
+        data_converter=pydantic_data_converter,
+        runtime=runtime or process_runtime(),
+    )
+
+
 def workflow_id(request: SimulationRequest) -> str:
     return f"simulation-{request.request_id}"
 
@@ -178,12 +195,23 @@ class ServerUnreachable(InfrastructureError):
     cause = "server"
 
 
+UNREACHABLE = (
+    "tcp connect error",
+    "connection refused",
+    "connection reset",
+    "timed out",
+    "dns error",
+)
+"""What the SDK's bridge says (in a RuntimeError) when a connection cannot be made at all; a
+TLS or credential problem says something else and is not waited for."""
+
+
 def is_outage(e: BaseException) -> bool:
-    """An error that says the server is unreachable now, not that the call was wrong. (A
-    connection that cannot be made at all is a RuntimeError of the SDK's bridge.)"""
+    """An error that says the server is unreachable now, not that the call was wrong."""
     if isinstance(e, RPCError):
         return e.status in OUTAGE_STATUSES
-    return isinstance(e, RuntimeError) and "connect" in str(e).lower()
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(m in text for m in UNREACHABLE)
 
 
 async def through_outages[T](

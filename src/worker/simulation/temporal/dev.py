@@ -206,7 +206,8 @@ async def run_dev(
     check_port_free(ui_port, "web UI")
     launcher = prepare_worker(settings)  # fail closed before starting anything
     db = db_filename or settings.paths.data_dir / "temporal-dev.db"
-    server = DevServer(port, db=db, ui_port=ui_port)
+    server_log = db.with_name(db.stem + ".log")
+    server = DevServer(port, db=db, ui_port=ui_port, log=server_log)
     runtime, metrics_url = None, None
     if metrics_port is not None:
         runtime, metrics_server = start_metrics(metrics_port, metrics_host)
@@ -217,6 +218,7 @@ async def run_dev(
 
     async def ready() -> None:
         say(f"Temporal server: {server.address} (namespace default, data in {db})")
+        say(f"Server log:      {server_log}")
         say(f"Temporal UI:     http://{LOOPBACK}:{ui_port}")
         say(f"Worker polling task queue '{TASK_QUEUE}'. Ctrl-C stops both.")
         if demo is not None:
@@ -236,9 +238,7 @@ async def run_dev(
             stop.set()
 
     try:
-        client = await simclient.connect(
-            simclient.ConnectOptions(address=server.address), runtime=runtime
-        )
+        client = await simclient.connect_local(server.address, runtime=runtime)
         await run_worker(
             client,
             settings,

@@ -8,7 +8,9 @@ never to build123d, mujoco or the pipeline.
   any language that sends a malformed request (an unknown field, no design, "NaN", a zone
   with min ≥ max, something that is not JSON at all, no argument) gets the workflow FAILED at
   once with a non-retryable `InvalidRequest` naming the field, instead of a workflow task that
-  fails to decode its input and is retried for ever.
+  fails to decode its input and is retried for ever. The one case `run` cannot see itself,
+  more than one argument, is caught by the worker interceptor `RequireOneArgument` that
+  `build_worker` installs.
 - start_to_close: the request's build and physics wall budgets (or the worker defaults) plus a
   margin for start-up, geometry checks and uploads; the jails' own limits fire first.
 - heartbeat_timeout: a worker that died mid-job is noticed within it, and it is what lets a

@@ -60,8 +60,8 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     log = tmp_path_factory.mktemp("temporal") / "server.log"
     server = DevServer(free_loopback_port(), log=log).start()
     try:
-        opts = simclient.ConnectOptions(address=server.address)
-        client = asyncio.run_coroutine_threadsafe(simclient.connect(opts), loop).result(120)
+        connecting = simclient.connect_local(server.address)
+        client = asyncio.run_coroutine_threadsafe(connecting, loop).result(120)
         yield Server(loop, client)
     finally:
         server.stop()

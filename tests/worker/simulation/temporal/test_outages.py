@@ -125,7 +125,7 @@ def test_a_job_finishing_while_the_server_is_down_is_not_run_again(
     request = late_drop(until, "srvdown")
 
     async def go() -> tuple[SimulationResult, list[int]]:
-        client = await simclient.connect(simclient.ConnectOptions(address=own_server.address))
+        client = await simclient.connect_local(own_server.address)
         handle = await simclient.submit(client, request, task_queue=workers.queue)
         await asyncio.sleep(max(0.0, until - time.time() - 0.5))
         assert proc.poll() is None, log.read_text()[-3000:]
@@ -227,7 +227,7 @@ def test_an_s3_outage_while_a_job_stores_costs_time_not_the_job(
     request = late_drop(until, "s3down", duration_s=2.0)
 
     async def go() -> tuple[SimulationResult, list[int], str]:
-        client = await simclient.connect(simclient.ConnectOptions(address=own_server.address))
+        client = await simclient.connect_local(own_server.address)
         handle = await simclient.submit(client, request, task_queue=workers.queue)
         while '"child.start"' not in log.read_text():  # past the look for a stored result
             assert proc.poll() is None, log.read_text()[-3000:]
