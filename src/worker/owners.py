@@ -5,6 +5,16 @@ jobs of a live one on the same machine."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+OWNER_FILE = ".owner"
+"""In each job (and probe) directory: the pid of the worker process that made it."""
+
+
+def mark_owner(directory: Path) -> None:
+    """Say in `directory` that this process made it, so that a later worker removes it if this
+    one dies before it could (`worker.job.workdir.remove_stale_job_dirs`)."""
+    (directory / OWNER_FILE).write_text(f"{os.getpid()}\n")
 
 
 def owner_alive(pid: int) -> bool:

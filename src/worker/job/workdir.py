@@ -16,11 +16,9 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from worker.owners import owner_alive
+from worker.owners import OWNER_FILE, mark_owner, owner_alive
 
 JOB_DIR_PREFIX = "simjail-"
-OWNER_FILE = ".owner"
-"""In each job directory: the pid of the worker process that made it."""
 
 
 class JobDir:
@@ -36,7 +34,7 @@ class JobDir:
             # Traversable but not listable by others: the jail's uid reaches its own input
             # directory by name (nsjail binds it as that uid), nothing more.
             self.path.chmod(0o711)
-            (self.path / OWNER_FILE).write_text(f"{os.getpid()}\n")
+            mark_owner(self.path)
         except BaseException:
             shutil.rmtree(self.path, ignore_errors=True)
             raise

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.errors import InfrastructureError
+from worker.owners import mark_owner
 from worker.sandbox.launcher import Launcher, LaunchSpec
 from worker.sandbox.protocol import ProbeJob
 from worker.sandbox.supervisor import LaunchError, classify, run_child
@@ -29,6 +30,7 @@ def probe(launcher: Launcher, jail: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="simjail-probe-") as tmp:
         root = Path(tmp)
         root.chmod(0o711)
+        mark_owner(root)  # removed by the next worker if this one is killed mid-probe
         job = root / jail
         job.mkdir()
         job.chmod(0o755)

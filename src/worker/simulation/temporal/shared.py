@@ -78,8 +78,9 @@ REQUEST_ID = SearchAttributeKey.for_keyword("SimjailRequestId")
 """Search attribute: the request id, set as soon as the request validated."""
 SEARCH_ATTRIBUTES = (OUTCOME, FAILURE, REQUEST_ID)
 """Every namespace that runs SimulationWorkflow needs these registered (Keyword): `simjail dev`
-does it for its server, production namespaces with `temporal operator search-attribute create
---name SimjailOutcome --type Keyword` (one per name); a worker refuses to start without them."""
+does it for its server, a production namespace once with `temporal operator search-attribute
+create --namespace NS --name SimjailOutcome --name SimjailFailure --name SimjailRequestId --type
+Keyword`; a worker refuses to start without them."""
 MEMO_REASON = "reason"
 """Memo key: the result's reason (or the error's message) of an ended workflow."""
 

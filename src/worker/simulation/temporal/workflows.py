@@ -59,40 +59,24 @@ class SimulationWorkflow:
     @workflow.run
     async def run(self, request: RawValue = NO_ARGUMENT) -> SimulationResult:
         """One argument: a SimulationRequest as JSON (Python callers pass the model itself)."""
-        req = self._validate(request)
+        req = validate(request)
         workflow.upsert_search_attributes([shared.REQUEST_ID.value_set(req.request_id)])
         try:
             result = await self._simulate(req)
         except asyncio.CancelledError:
-            self._ended("CANCELLED", None, "the workflow was cancelled")
+            ended("CANCELLED", None, "the workflow was cancelled")
             raise
         except ActivityError as e:
             app = e.cause if isinstance(e.cause, ApplicationError) else None
             if isinstance(e.cause, CancelledError):  # the activity reported the cancellation
-                self._ended("CANCELLED", None, "the workflow was cancelled")
+                ended("CANCELLED", None, "the workflow was cancelled")
             elif app is not None and app.type == shared.INVALID_REQUEST:
-                self._ended("INVALID_REQUEST", None, app.message)
+                ended("INVALID_REQUEST", None, app.message)
             else:
-                self._ended("INFRASTRUCTURE_ERROR", None, str(app or e.cause or e))
+                ended("INFRASTRUCTURE_ERROR", None, str(app or e.cause or e))
             raise
-        self._ended(result.outcome, result.failure, result.reason)
+        ended(result.outcome, result.failure, result.reason)
         return result
-
-    def _validate(self, raw: RawValue) -> SimulationRequest:
-        """The request, or the workflow fails now: InvalidRequest naming the field."""
-        if raw is NO_ARGUMENT:
-            self._invalid("invalid request: the workflow takes one argument, a SimulationRequest")
-        try:
-            data = workflow.payload_converter().from_payload(raw.payload)
-        except Exception as e:  # not JSON, an unknown encoding: say so, do not retry
-            self._invalid(f"invalid request: the argument cannot be decoded ({type(e).__name__})")
-        try:
-            return SimulationRequest.model_validate(data)
-        except ValidationError as e:
-            self._invalid(InvalidRequest.from_validation(e).message)
-
-    def _invalid(self, message: str) -> NoReturn:
-        fail_invalid(message)
 
     async def _simulate(self, req: SimulationRequest) -> SimulationResult:
         reschedules = 0
@@ -122,8 +106,19 @@ class SimulationWorkflow:
                     "a worker shut down during the job; rescheduling it (%d)", reschedules
                 )
 
-    def _ended(self, outcome: str, failure: str | None, reason: str) -> None:
-        ended(outcome, failure, reason)
+
+def validate(raw: RawValue) -> SimulationRequest:
+    """The request, or the workflow fails now: InvalidRequest naming the field."""
+    if raw is NO_ARGUMENT:
+        fail_invalid("invalid request: the workflow takes one argument, a SimulationRequest")
+    try:
+        data = workflow.payload_converter().from_payload(raw.payload)
+    except Exception as e:  # not JSON, an unknown encoding: say so, do not retry
+        fail_invalid(f"invalid request: the argument cannot be decoded ({type(e).__name__})")
+    try:
+        return SimulationRequest.model_validate(data)
+    except ValidationError as e:
+        fail_invalid(InvalidRequest.from_validation(e).message)
 
 
 def ended(outcome: str, failure: str | None, reason: str) -> None:
