@@ -85,6 +85,24 @@ def _searchable_by_jail(path: Path) -> list[Path]:
     return blocked
 
 
+SYSTEM_PREFIXES = (Path("/"), Path("/usr"))
+"""Prefixes of a distribution's Python (Debian's python3 has /usr), which hold the policy's own
+binds (/usr/lib, /usr/share/fonts, ...)."""
+
+
+def interpreter_bind(base_prefix: Path, executable: Path) -> Path:
+    """What the jail gets of the base interpreter, bound read-only at the same path: its whole
+    prefix (a pyenv or /usr/local build: the interpreter and its standard library), or for a
+    distribution's Python (prefix /usr, as in the container image) only the directory holding the
+    interpreter, `executable` resolved (its standard library lies in /usr/lib, which the policy
+    binds anyway). Bound whole, /usr would cover the policy's /usr/lib bind, and nsjail fails
+    remounting a bind it can no longer reach ("remountPt(): mount('/usr/lib', ...): Invalid
+    argument"); it would also show the jail all of /usr."""
+    if base_prefix in SYSTEM_PREFIXES:
+        return executable.parent
+    return base_prefix
+
+
 @dataclass
 class _NsjailRun:
     argv: list[str]
@@ -177,7 +195,9 @@ class NsjailLauncher:
         self.binary = nsjail_binary()
         self.python = Path(sys.executable)
         self.binds = {
-            "SIMJAIL_PYTHON_PREFIX": Path(sys.base_prefix).resolve(),
+            "SIMJAIL_PYTHON_PREFIX": interpreter_bind(
+                Path(sys.base_prefix).resolve(), Path(sys.executable).resolve()
+            ),
             "SIMJAIL_VENV": Path(sys.prefix).resolve(),
             # simjail's own code (src/ in an editable install; inside site-packages otherwise).
             "SIMJAIL_SRC": Path(__file__).resolve().parents[2],
