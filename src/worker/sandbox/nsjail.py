@@ -25,6 +25,7 @@ from pathlib import Path
 from worker.errors import InfrastructureError
 from worker.owners import mark_owner, owner_alive, with_parent_death_signal
 from worker.sandbox.cgroups import CgroupError, JobCgroups
+from worker.sandbox.container import advice
 from worker.sandbox.launcher import JailReport, LaunchSpec
 from worker.sandbox.policy import Policy, PolicyError
 
@@ -270,9 +271,10 @@ class NsjailLauncher:
             except (OSError, subprocess.TimeoutExpired) as e:
                 raise SandboxUnavailable(f"the {jail} jail did not start: {e}") from e
             if r.returncode != 0:
+                problems = _problems(r.stderr) or r.stderr[-500:]
                 raise SandboxUnavailable(
                     f"the {jail} jail does not start with {self.policy.config(jail)}: "
-                    f"{_problems(r.stderr) or r.stderr[-500:]}"
+                    f"{problems}{advice(problems)}"
                 )
 
     def limits(self, spec: LaunchSpec) -> dict[str, int]:
@@ -301,7 +303,7 @@ class NsjailLauncher:
         try:
             cg.create()
         except CgroupError as e:
-            raise SandboxUnavailable(str(e)) from e
+            raise SandboxUnavailable(f"{e}{advice(str(e))}") from e
         env = {"PATH": "/usr/bin:/bin"}
         env.update({k: str(v) for k, v in self.binds.items()})
         env["SIMJAIL_JOB_DIR"] = str(spec.job_dir)
