@@ -24,6 +24,13 @@ from common.models.simulation import Limits
 from worker.errors import InvalidRequest
 
 
+def examples_dir() -> Path:
+    """The examples the demo and the load test submit: SIMJAIL_EXAMPLES_DIR (the container
+    image sets it), else the checkout's examples/ (src/worker/ → the project root)."""
+    env = os.environ.get("SIMJAIL_EXAMPLES_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "examples"
+
+
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "simjail"

@@ -24,9 +24,7 @@ from worker.cli.output import EXIT_FAIL, EXIT_INFRA, EXIT_INVALID, EXIT_SUCCESS
 from worker.errors import InfrastructureError, InvalidRequest
 from worker.janitor import Janitor
 from worker.request_files import load_mapping, request_from_files
-from worker.settings import Settings
-
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+from worker.settings import Settings, examples_dir
 
 
 def _request(args: argparse.Namespace) -> SimulationRequest:
@@ -191,7 +189,7 @@ def demo_request() -> SimulationRequest:
     demo (submission is idempotent) instead of running it again."""
     import uuid
 
-    ramp = EXAMPLES / "ramp"
+    ramp = examples_dir() / "ramp"
     return request_from_files(
         ramp / "design.py",
         environment=ramp / "environment.py",

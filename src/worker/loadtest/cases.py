@@ -18,9 +18,7 @@ from typing import Any
 
 from common.models.simulation import FailureKind, SimulationRequest
 from worker.request_files import request_from_files
-
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-"""The checkout's examples (src/worker/loadtest/ → the project root)."""
+from worker.settings import examples_dir
 
 
 @dataclass(frozen=True)
@@ -46,11 +44,13 @@ class Benign:
     hostile = False
 
     def request(self, request_id: str, *, render: bool) -> SimulationRequest:
+        examples = examples_dir()
+
         def path(rel: str | None) -> Path | None:
-            return EXAMPLES / rel if rel is not None else None
+            return examples / rel if rel is not None else None
 
         return request_from_files(
-            EXAMPLES / self.design,
+            examples / self.design,
             environment=path(self.environment),
             objectives=path(self.objectives),
             options=path(self.options),

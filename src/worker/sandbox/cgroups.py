@@ -37,18 +37,47 @@ def version(root: Path = ROOT) -> int:
     return 2 if (root / "cgroup.controllers").exists() else 1
 
 
-def own_cgroup(controller: str, proc_cgroup: Path = Path("/proc/self/cgroup")) -> str:
-    """This process's group in a v1 hierarchy (`cpu`), relative to its mount ("" for the
-    root): the per-job CPU groups nest under it, so a worker started inside a CPU quota (a
-    container, a systemd slice, `./dev slow-test`) keeps its jails inside that quota too."""
+def own_cgroup(
+    controller: str,
+    proc_cgroup: Path = Path("/proc/self/cgroup"),
+    mountinfo: Path = Path("/proc/self/mountinfo"),
+) -> str:
+    """This process's group in a v1 hierarchy (`cpu`), relative to where that hierarchy is
+    mounted ("" for the mount's root): the per-job CPU groups nest under it, so a worker started
+    inside a CPU quota (a container, a systemd slice, `./dev slow-test`) keeps its jails inside
+    that quota too. A container in the host's cgroup namespace (podman's default on cgroup v1)
+    sees its full path in /proc/self/cgroup but has only its own subtree mounted: the path is
+    taken relative to the mount's root (mountinfo's fourth field)."""
     try:
         lines = proc_cgroup.read_text().splitlines()
     except OSError:
         return ""
+    path = ""
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        _, controllers, group = line.split(":", 2)
         if controller in controllers.split(","):
-            return path.strip("/")
+            path = group.strip("/")
+            break
+    root = _mount_root(controller, mountinfo)
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root) :].strip("/")
+    return path
+
+
+def _mount_root(controller: str, mountinfo: Path) -> str:
+    """The root (inside the hierarchy) of the v1 mount of `controller` under ROOT; "" for the
+    hierarchy's own root or when it cannot be read."""
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        head, sep, tail = line.partition(" - ")
+        fields, after = head.split(), tail.split()
+        if not sep or len(fields) < 5 or len(after) < 3 or after[0] != "cgroup":
+            continue
+        if controller in after[2].split(",") and Path(fields[4]).is_relative_to(ROOT):
+            return fields[3].strip("/")
     return ""
 
 

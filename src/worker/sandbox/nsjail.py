@@ -25,6 +25,7 @@ from pathlib import Path
 from worker.errors import InfrastructureError
 from worker.owners import mark_owner, owner_alive, with_parent_death_signal
 from worker.sandbox.cgroups import CgroupError, JobCgroups
+from worker.sandbox.container import advice
 from worker.sandbox.launcher import JailReport, LaunchSpec
 from worker.sandbox.policy import Policy, PolicyError
 
@@ -83,6 +84,24 @@ def _searchable_by_jail(path: Path) -> list[Path]:
         ):
             blocked.append(d)
     return blocked
+
+
+SYSTEM_PREFIXES = (Path("/"), Path("/usr"))
+"""Prefixes of a distribution's Python (Debian's python3 has /usr), which hold the policy's own
+binds (/usr/lib, /usr/share/fonts, ...)."""
+
+
+def interpreter_bind(base_prefix: Path, executable: Path) -> Path:
+    """What the jail gets of the base interpreter, bound read-only at the same path: its whole
+    prefix (a pyenv or /usr/local build: the interpreter and its standard library), or for a
+    distribution's Python (prefix /usr, as in the container image) only the directory holding the
+    interpreter, `executable` resolved (its standard library lies in /usr/lib, which the policy
+    binds anyway). Bound whole, /usr would cover the policy's /usr/lib bind, and nsjail fails
+    remounting a bind it can no longer reach ("remountPt(): mount('/usr/lib', ...): Invalid
+    argument"); it would also show the jail all of /usr."""
+    if base_prefix in SYSTEM_PREFIXES:
+        return executable.parent
+    return base_prefix
 
 
 @dataclass
@@ -177,7 +196,9 @@ class NsjailLauncher:
         self.binary = nsjail_binary()
         self.python = Path(sys.executable)
         self.binds = {
-            "SIMJAIL_PYTHON_PREFIX": Path(sys.base_prefix).resolve(),
+            "SIMJAIL_PYTHON_PREFIX": interpreter_bind(
+                Path(sys.base_prefix).resolve(), Path(sys.executable).resolve()
+            ),
             "SIMJAIL_VENV": Path(sys.prefix).resolve(),
             # simjail's own code (src/ in an editable install; inside site-packages otherwise).
             "SIMJAIL_SRC": Path(__file__).resolve().parents[2],
@@ -250,9 +271,10 @@ class NsjailLauncher:
             except (OSError, subprocess.TimeoutExpired) as e:
                 raise SandboxUnavailable(f"the {jail} jail did not start: {e}") from e
             if r.returncode != 0:
+                problems = _problems(r.stderr) or r.stderr[-500:]
                 raise SandboxUnavailable(
                     f"the {jail} jail does not start with {self.policy.config(jail)}: "
-                    f"{_problems(r.stderr) or r.stderr[-500:]}"
+                    f"{problems}{advice(problems)}"
                 )
 
     def limits(self, spec: LaunchSpec) -> dict[str, int]:
@@ -281,7 +303,7 @@ class NsjailLauncher:
         try:
             cg.create()
         except CgroupError as e:
-            raise SandboxUnavailable(str(e)) from e
+            raise SandboxUnavailable(f"{e}{advice(str(e))}") from e
         env = {"PATH": "/usr/bin:/bin"}
         env.update({k: str(v) for k, v in self.binds.items()})
         env["SIMJAIL_JOB_DIR"] = str(spec.job_dir)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from worker.errors import InfrastructureError
 from worker.owners import mark_owner
+from worker.sandbox.container import advice
 from worker.sandbox.launcher import Launcher, LaunchSpec, Prepared
 from worker.sandbox.policy import Policy, Promise, promise
 from worker.sandbox.protocol import (
@@ -118,7 +119,7 @@ def run_probe(launcher: Launcher, jail: str) -> Probed:
         try:
             res = run_child(watching, spec, on_progress=read_cgroups)
         except LaunchError as e:
-            raise ProbeFailed(f"the {jail} jail did not start: {e}") from None
+            raise ProbeFailed(f"the {jail} jail did not start: {e}{advice(str(e))}") from None
         problem = None
         failed = classify(res)
         report = None

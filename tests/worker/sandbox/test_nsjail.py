@@ -23,6 +23,7 @@ from worker.sandbox.nsjail import (
     NsjailLauncher,
     SandboxUnavailable,
     interpret,
+    interpreter_bind,
 )
 from worker.sandbox.policy import Policy, default_root
 from worker.sandbox.supervisor import (
@@ -318,3 +319,19 @@ def test_check_names_a_directory_the_jail_user_cannot_search(tmp_path: Path) -> 
     assert str(private / "me") not in blocked  # 0755: searchable
     for d in blocked:
         assert not os.stat(d).st_mode & stat.S_IXOTH
+
+
+def test_a_distribution_python_binds_only_its_interpreters_directory() -> None:
+    # Debian's python3 (the container image's) has prefix /usr: bound whole it would cover the
+    # policy's /usr/lib bind (nsjail then fails remounting it) and show the jail all of /usr.
+    exe = Path("/usr/bin/python3.13")
+    assert interpreter_bind(Path("/usr"), exe) == Path("/usr/bin")
+    assert interpreter_bind(Path("/"), Path("/bin/python3")) == Path("/bin")
+
+
+def test_a_private_python_binds_its_whole_prefix() -> None:
+    prefix = Path("/root/.pyenv/versions/3.13.0")
+    assert interpreter_bind(prefix, prefix / "bin/python3.13") == prefix
+    assert interpreter_bind(Path("/usr/local"), Path("/usr/local/bin/python3")) == Path(
+        "/usr/local"
+    )
