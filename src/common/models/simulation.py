@@ -179,6 +179,20 @@ class Zone(Box):
     kind: Literal["goal", "forbid", "build"]
 
 
+class ActuatorCaps(StrictModel):
+    """What a design's actuators may be, set by the task (these defaults otherwise). A design
+    chooses its actuators' gains, ranges and limits; without bounds it could choose a force
+    that wins any task, or an overload time that switches MOTOR_OVERLOAD off."""
+
+    max_force: float = Field(default=1000.0, gt=0, description="N (slide) or N·m (hinge)")
+    max_kp: float = Field(default=1e4, gt=0, description="N/mm (slide) or N·m/rad (hinge)")
+    max_kv: float = Field(default=1e3, gt=0, description="N per mm/s or N·m per rad/s")
+    max_ctrl: float = Field(
+        default=1e4, gt=0, description="largest |ctrl_range| bound, in the control's units"
+    )
+    max_overload_s: float = Field(default=2.0, gt=0, le=MAX_DURATION_S)
+
+
 class Objectives(StrictModel):
     target: Name | None = Field(
         default=None, description="Label of the part whose centre of mass must reach a goal zone."
@@ -189,6 +203,7 @@ class Objectives(StrictModel):
         default=None, description="A movable part whose centre of mass leaves this box fails."
     )
     floor: bool = Field(default=True, description="A ground plane at z = 0.")
+    actuator_caps: ActuatorCaps = Field(default_factory=ActuatorCaps)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -23,7 +23,13 @@ from numpy.typing import NDArray
 from common.models.simulation import FailureKind, Objectives, SimOptions, Tessellation, Zone
 from worker.errors import Failed
 from worker.simulation.collision import Decomposer
-from worker.simulation.geometry import Geometry, Part, Primitive, allowed_deflection
+from worker.simulation.geometry import (
+    Geometry,
+    Part,
+    Primitive,
+    allowed_deflection,
+    trusted_inertia,
+)
 
 MM = 1e-3
 ZONE_RGBA = {
@@ -112,7 +118,8 @@ def build_scene(
     solid_mm = _add_parts(spec, geom, decomposer)
     for z in objectives.zones:
         _add_zone(spec.worldbody, z)
-    _add_actuators(spec, geom)
+    controlled = {c.actuator for c in options.controls}
+    _add_actuators(spec, geom, controlled)
     spec.memory = arena_bytes(
         sum(1 for g in spec.geoms if g.contype or g.conaffinity), 6 * len(geom.parts)
     )
@@ -129,7 +136,7 @@ def build_scene(
             z.name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"zone:{z.name}")
             for z in objectives.zones
         },
-        actuators=_actuator_infos(model, geom),
+        actuators=_actuator_infos(model, geom, controlled),
         extent_center_m=center,
         extent_radius_m=radius,
         solid_mm=solid_mm,
@@ -243,22 +250,34 @@ def _add_parts(
     solid_mm: dict[str, list[NDArray[np.float64]]] = {}
     pending = list(geom.parts)
     while pending:
-        ready = [p for p in pending if (p.meta.joint.parent if p.meta.joint else "world") in bodies]
+        ready = [p for p in pending if _body_parent(p, by_label) in bodies]
         if not ready:  # validate_geometry rules this out; kept as a guard
             raise _refused("joint parents form a cycle")
         for p in ready:
-            parent = p.meta.joint.parent if p.meta.joint else "world"
+            parent = _body_parent(p, by_label)
             origin = np.zeros(3) if parent == "world" else np.array(by_label[parent].com_mm) * MM
             bodies[p.label], solid_mm[p.label] = _add_body(
                 spec, bodies[parent], origin, p, decomposer, geom.tessellation
             )
             if parent != "world":
-                # A part never collides with its joint parent (an axle in its bearing). MuJoCo
-                # filters parent-child contacts itself, but not when the parent is welded to the
-                # world (a fixed part), so exclude the pair explicitly.
+                # A part never collides with its joint parent of the same source (an axle in its
+                # bearing). MuJoCo filters parent-child contacts itself, but not when the parent
+                # is welded to the world (a fixed part), so exclude the pair explicitly.
                 spec.add_exclude(bodyname1=parent, bodyname2=p.label)
             pending.remove(p)
     return solid_mm
+
+
+def _body_parent(p: Part, by_label: dict[str, Part]) -> str:
+    """The body a part's body hangs from: its joint parent, except for a design part jointed
+    to an environment part, which hangs from the world with the same anchor and axis (the
+    environment part is fixed, validate_geometry sees to it, so it is the same joint). A child
+    body never collides with its parent: jointed to the task's wall, a probe slid through it.
+    A design part keeps its collisions with every environment part."""
+    j = p.meta.joint
+    if j is None or j.parent == "world" or by_label[j.parent].source != p.source:
+        return "world"
+    return j.parent
 
 
 def _add_body(
@@ -269,16 +288,21 @@ def _add_body(
     decomposer: Decomposer,
     tessellation: Tessellation,
 ) -> tuple[mujoco.MjsBody, list[NDArray[np.float64]]]:
-    """The part's body at its centre of mass, with the CAD solid's mass and inertia, its joint,
-    and each solid's geoms (which never contribute mass)."""
+    """The part's body at its centre of mass, with its mass and inertia, its joint, and each
+    solid's geoms (which never contribute mass). The mass is the density times the CAD volume
+    and the frame sits at the CAD centre of mass, both checked against the mesh by
+    validate_geometry; the inertia is `trusted_inertia`: the CAD figure only where the mesh
+    agrees with it."""
     com = np.array(p.com_mm) * MM
     body = parent.add_body(name=p.label, pos=(com - parent_com_m).tolist())
     body.explicitinertial = True
     body.mass = p.mass_kg
     body.ipos = [0.0, 0.0, 0.0]
+    meshes = [m.arrays() for m in p.solids]
     # mm⁵ × kg/m³ → kg·mm² (×1e-9) → kg·m² (×1e-6)
-    k = p.density * 1e-15
-    body.fullinertia = [c * k for c in p.inertia_mm5]
+    tensor = trusted_inertia(p, meshes) * p.density * 1e-15
+    body.fullinertia = [tensor[0, 0], tensor[1, 1], tensor[2, 2],
+                        tensor[0, 1], tensor[0, 2], tensor[1, 2]]  # fmt: skip
     _add_joint(body, p)
     rgba = list(p.color or (0.7, 0.7, 0.7, 1.0))
     surface: dict[str, Any] = {
@@ -289,8 +313,7 @@ def _add_body(
         "mass": 0.0,
     }
     vertices = []
-    for si, m in enumerate(p.solids):
-        v, t = m.arrays()
+    for si, (m, (v, t)) in enumerate(zip(p.solids, meshes, strict=True)):
         vertices.append(v)
         name = f"{p.label}__solid{si}"
         if m.primitive is not None:  # checked against the mesh by validate_geometry
@@ -345,10 +368,13 @@ def _add_primitive(
     )
 
 
-def _add_actuators(spec: mujoco.MjSpec, geom: Geometry) -> None:
+def _add_actuators(spec: mujoco.MjSpec, geom: Geometry, controlled: set[str]) -> None:
+    """The actuators a control drives, and no other: an actuator without a control exerts
+    nothing (MuJoCo would clamp its zero input into a ctrl range that excludes 0, and a motor
+    given no control pushed the target home)."""
     for p in geom.parts:
         a = p.meta.joint.actuator if p.meta.joint else None
-        if a is None:
+        if a is None or p.label not in controlled:
             continue
         act = spec.add_actuator(name=p.label, target=p.label)
         act.trntype = mujoco.mjtTrn.mjTRN_JOINT
@@ -393,7 +419,9 @@ def _part_infos(model: mujoco.MjModel, geom: Geometry) -> dict[str, PartInfo]:
     return parts
 
 
-def _actuator_infos(model: mujoco.MjModel, geom: Geometry) -> dict[str, ActuatorInfo]:
+def _actuator_infos(
+    model: mujoco.MjModel, geom: Geometry, controlled: set[str]
+) -> dict[str, ActuatorInfo]:
     return {
         p.label: ActuatorInfo(
             name=p.label,
@@ -403,7 +431,7 @@ def _actuator_infos(model: mujoco.MjModel, geom: Geometry) -> dict[str, Actuator
             ctrl_scale=_ctrl_scale(p),
         )
         for p in geom.parts
-        if p.meta.joint is not None and p.meta.joint.actuator is not None
+        if p.meta.joint is not None and p.meta.joint.actuator is not None and p.label in controlled
     }
 
 

@@ -15,7 +15,14 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
-from common.models.simulation import FailureKind, Name, StrictModel, Tessellation, Vec3
+from common.models.simulation import (
+    ActuatorCaps,
+    FailureKind,
+    Name,
+    StrictModel,
+    Tessellation,
+    Vec3,
+)
 from worker.errors import Failed
 
 DEFAULT_DENSITY = 1000.0
@@ -275,6 +282,7 @@ def validate_geometry(
     max_triangles: int = MAX_TRIANGLES,
     max_vertices: int = MAX_VERTICES,
     tessellation: Tessellation | None = None,
+    actuator_caps: ActuatorCaps | None = None,
 ) -> None:
     """Raise Failed (INVALID_GEOMETRY or GEOMETRY_LIMIT) unless every part is finite, bounded,
     non-degenerate and uniquely labelled, its claimed volume and centre of mass are those of
@@ -365,6 +373,8 @@ def validate_geometry(
         _check_mass_properties(p, lo, hi)
         _check_against_mesh(p, mesh_volume, mesh_moment, float(np.linalg.norm(hi - lo)), slack)
         j = p.meta.joint
+        if j is not None:
+            _check_joint(p, j, actuator_caps or ActuatorCaps())
         if j is not None and j.parent != "world":
             if j.parent not in by_label:
                 raise _invalid(f"part {p.label!r} is jointed to unknown part {j.parent!r}")
@@ -442,6 +452,86 @@ def _check_against_mesh(
             "of its mesh, more than the tessellation can explain; the solid is probably not "
             "closed or intersects itself"
         )
+
+
+def _check_joint(p: Part, j: Joint, caps: ActuatorCaps) -> None:
+    """No energy hidden in a joint, no force beyond the task's caps. A joint's range must hold
+    its starting position (every joint starts at 0): a slide whose range (80, 81) mm excluded
+    it snapped 80 mm in ~20 ms and kicked the target home with no actuator at all. An actuator's
+    gains, control range, force limit and overload time stay within the caps: an overload time
+    of an hour would switch MOTOR_OVERLOAD off."""
+    unit = "°" if j.type == "hinge" else " mm"
+    if j.range is not None and not j.range[0] <= 0.0 <= j.range[1]:
+        raise _invalid(
+            f"part {p.label!r}: its {j.type} joint's range ({j.range[0]:g}, {j.range[1]:g})"
+            f"{unit} does not contain its starting position, 0{unit}"
+        )
+    a = j.actuator
+    if a is None:
+        return
+    over = [
+        (name, value, cap)
+        for name, value, cap in (
+            ("force_limit", a.force_limit, caps.max_force),
+            ("kp", a.kp if a.kind == "position" else 0.0, caps.max_kp),
+            ("kv", a.kv if a.kind == "velocity" else 0.0, caps.max_kv),
+            ("overload_s", a.overload_s, caps.max_overload_s),
+            ("ctrl_range", max(map(abs, a.ctrl_range)) if a.ctrl_range else 0.0, caps.max_ctrl),
+        )
+        if value > cap
+    ]
+    if over:
+        name, value, cap = over[0]
+        raise _invalid(
+            f"part {p.label!r}: its actuator's {name} {value:g} is above the task's cap of {cap:g}"
+        )
+
+
+INERTIA_AGREEMENT = 0.01
+"""How far (relative, Frobenius) the CAD inertia may be from the mesh's for the CAD figure to be
+used: 1%, plus INERTIA_PER_VOLUME times how far the two volumes disagree (at most
+INERTIA_VOLUME_CAP of it: a forger who claims a wrong volume buys no more than that)."""
+INERTIA_PER_VOLUME = 3.0
+INERTIA_VOLUME_CAP = 0.02
+
+
+def inertia_of(
+    meshes: list[tuple[NDArray[np.float64], NDArray[np.int32]]], about: NDArray[np.float64]
+) -> tuple[float, NDArray[np.float64]]:
+    """The volume of closed meshes and their volume inertia tensor about the point `about`
+    (mm⁵; off-diagonals −∫xy dV, as build123d's matrix_of_inertia): the second moment of each
+    signed tetrahedron from `about` (a point near the part: no cancellation far from the
+    origin). Orientation-independent per mesh."""
+    volume, second = 0.0, np.zeros((3, 3))
+    for v, t in meshes:
+        a, b, c = (v[t[:, k]] - about for k in range(3))
+        det = np.einsum("ij,ij->i", a, np.cross(b, c))
+        sign = 1.0 if det.sum() >= 0 else -1.0
+        s = a + b + c
+        moments = sum(np.einsum("i,ij,ik->jk", det, x, x) for x in (a, b, c, s))
+        second += sign * moments / 120.0
+        volume += sign * float(det.sum()) / 6.0
+    tensor: NDArray[np.float64] = np.trace(second) * np.eye(3) - second
+    return volume, tensor
+
+
+def trusted_inertia(
+    p: Part, meshes: list[tuple[NDArray[np.float64], NDArray[np.int32]]]
+) -> NDArray[np.float64]:
+    """The volume inertia tensor (mm⁵, about the part's centre of mass) the physics uses. The
+    CAD figure came from the process that ran the design's code (a forged frame claiming 4× a
+    rod's inertia once kept it standing twice as long), so it is used only when it agrees with
+    the mesh's own (scaled to the CAD volume) within what the tessellation explains; otherwise
+    the mesh's is used. Either way no claim moves it further than a few per cent from the
+    inertia of the shape the part really has."""
+    mesh_volume, mesh = inertia_of(meshes, np.array(p.com_mm))
+    scale = p.volume_mm3 / mesh_volume
+    mesh = mesh * scale
+    ixx, iyy, izz, ixy, ixz, iyz = p.inertia_mm5
+    claimed = np.array([[ixx, ixy, ixz], [ixy, iyy, iyz], [ixz, iyz, izz]])
+    off = float(np.linalg.norm(claimed - mesh)) / max(float(np.linalg.norm(mesh)), 1e-12)
+    allowed = INERTIA_AGREEMENT + INERTIA_PER_VOLUME * min(abs(1 - 1 / scale), INERTIA_VOLUME_CAP)
+    return claimed if off <= allowed else mesh
 
 
 def check_primitive(

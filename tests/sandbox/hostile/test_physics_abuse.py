@@ -138,6 +138,8 @@ def test_absurd_motor_force_is_physics_instability(run_design: RunDesign) -> Non
             "duration_s": 2,
             "controls": [{"actuator": "bullet", "kind": "constant", "value": 1e9}],
         },
+        # The task allows forces far beyond the default caps: what the instability rules are for.
+        objectives={"actuator_caps": {"max_force": 1e13}},
     )
     assert r.failure == FailureKind.PHYSICS_INSTABILITY
     assert r.reason.startswith("The simulation diverged at t=0.01 s (")
@@ -161,6 +163,7 @@ def test_control_beyond_mujoco_range_is_physics_instability(run_design: RunDesig
             "duration_s": 2,
             "controls": [{"actuator": "bullet", "kind": "constant", "value": 1e12}],
         },
+        objectives={"actuator_caps": {"max_force": 1e13}},
     )
     assert r.failure == FailureKind.PHYSICS_INSTABILITY
     assert r.reason == "The simulation diverged at t=0.01 s (mjWARN_BADCTRL)."

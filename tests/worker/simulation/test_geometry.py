@@ -15,6 +15,8 @@ from worker.simulation.geometry import (
     Mesh,
     Part,
     PartMeta,
+    inertia_of,
+    trusted_inertia,
     validate_geometry,
 )
 
@@ -243,3 +245,32 @@ def test_a_vertex_no_triangle_uses_is_invalid() -> None:
         validate_geometry(Geometry(parts=[part(vertices=extra)]))
     assert e.value.kind == "INVALID_GEOMETRY"
     assert e.value.reason.endswith("part 'p' has 1 vertices that no triangle uses.")
+
+
+# --- the inertia the physics uses ----------------------------------------------------------------
+
+
+def test_an_honest_inertia_is_used_as_claimed() -> None:
+    p = part()
+    got = trusted_inertia(p, [m.arrays() for m in p.solids])
+    assert np.allclose(got, np.diag([CUBE_I] * 3))
+
+
+@pytest.mark.parametrize("factor", [4.0, 0.25, 1.05])
+def test_a_claimed_inertia_unlike_the_mesh_is_replaced_by_the_meshes(factor: float) -> None:
+    """The claim is not believed: 5% off an exact (planar) mesh is more than it can explain."""
+    p = part(inertia_mm5=(CUBE_I * factor,) * 3 + (0.0, 0.0, 0.0))
+    got = trusted_inertia(p, [m.arrays() for m in p.solids])
+    assert np.allclose(got, np.diag([CUBE_I] * 3))
+
+
+def test_the_mesh_inertia_matches_build123d_for_a_turned_box(bd: Any) -> None:
+    """Products of inertia included, with build123d's sign convention."""
+    from worker.simulation.cad import extract_geometry
+
+    box = bd.Rot(20, 30, 10) * bd.Box(40, 10, 5)
+    p = extract_geometry(box).parts[0]
+    ixx, iyy, izz, ixy, ixz, iyz = p.inertia_mm5
+    claimed = np.array([[ixx, ixy, ixz], [ixy, iyy, iyz], [ixz, iyz, izz]])
+    _, mesh = inertia_of([m.arrays() for m in p.solids], np.array(p.com_mm))
+    assert np.allclose(mesh, claimed, rtol=1e-6, atol=1e-3 * abs(claimed).max())

@@ -1,0 +1,239 @@
+"""Ways a design once turned a task that should fail into SUCCESS, each next to its honest twin
+(the same design without the trick, which must still fail, or pass, for the right reason).
+
+- physics it claims: a forged inertia;
+- energy hidden in a joint limit that excludes the starting pose;
+- an actuator that acts without a control, or beyond the task's caps;
+- a joint that switched off the task's obstacles;
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from common.models.simulation import FailureKind, SimulationResult
+
+pytestmark = pytest.mark.slow
+
+RunDesign = Callable[..., SimulationResult]
+
+# A forged frame: a 200 mm rod tilted 15° about x, resting on one bottom edge, with whatever
+# inertia the forger claims (the honest one is the box's tensor, turned).
+FORGE = """
+import base64, json, math, os, struct, sys
+import numpy as np
+FD = int(sys.argv[sys.argv.index("--frame-fd") + 1])
+TRIANGLES = [[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+             [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]]
+def b64(a, dtype):
+    return base64.b64encode(np.ascontiguousarray(a, dtype=dtype).tobytes()).decode()
+def send_rod(factor):
+    a, b, c = 10.0, 10.0, 200.0
+    local = np.array([[x, y, z] for x in (-a/2, a/2) for y in (-b/2, b/2) for z in (-c/2, c/2)])
+    th = math.radians(15)
+    rot = np.array([[1, 0, 0], [0, math.cos(th), -math.sin(th)], [0, math.sin(th), math.cos(th)]])
+    v = local @ rot.T
+    lift = -v[:, 2].min()
+    v[:, 2] += lift
+    vol = a * b * c
+    tensor = rot @ np.diag([vol * (b*b + c*c) / 12, vol * (a*a + c*c) / 12,
+                            vol * (a*a + b*b) / 12]) @ rot.T * factor
+    part = {"label": "rod", "source": "design", "volume_mm3": vol, "com_mm": [0.0, 0.0, lift],
+            "inertia_mm5": [tensor[0, 0], tensor[1, 1], tensor[2, 2],
+                            tensor[0, 1], tensor[0, 2], tensor[1, 2]],
+            "solids": [{"vertices": b64(v, "<f4"), "triangles": b64(np.array(TRIANGLES), "<i4")}]}
+    body = json.dumps({"type": "result", "payload": {"parts": [part]}}).encode()
+    data = struct.pack(">I", len(body)) + body
+    while data:
+        data = data[os.write(FD, data):]
+    os._exit(0)
+"""
+
+
+def _rod(run_design: RunDesign, factor: float) -> SimulationResult:
+    return run_design(
+        FORGE + f"\ndef build():\n    send_rod({factor})\n", options={"duration_s": 1.5}
+    )
+
+
+@pytest.mark.parametrize("factor", [4.0, 0.25])
+def test_a_forged_inertia_is_not_believed(run_design: RunDesign, factor: float) -> None:
+    """4× what a 200 mm rod can have once kept it standing twice as long, and the task passed.
+    The physics takes the inertia from the mesh where the claim disagrees with it: the forged
+    rod topples exactly as the honest one."""
+    forged, honest = _rod(run_design, factor), _rod(run_design, 1.0)
+    assert forged.outcome == honest.outcome == "SUCCESS", (forged.reason, honest.reason)
+    f, h = forged.metrics["parts"]["rod"], honest.metrics["parts"]["rod"]
+    assert f["final_quat"] == h["final_quat"]
+    assert f["final_position_mm"] == h["final_position_mm"]
+    assert abs(h["final_quat"][1]) > 0.5  # it really fell over: well past 60°
+
+
+SLIDE_KICK = """
+from build123d import Box, Compound, Pos
+PARTS = {{
+    "kicker": {{"joint": {{"type": "slide", "axis": (1, 0, 0), "range": {range}}}}},
+}}
+def build():
+    kicker = Pos(0, 0, 10) * Box(20, 20, 20)
+    kicker.label = "kicker"
+    return kicker
+"""
+
+
+def test_a_joint_range_that_excludes_the_start_is_refused(run_design: RunDesign) -> None:
+    """A slide whose range (80, 81) mm excluded its start snapped 80 mm within ~20 ms."""
+    r = run_design(textwrap.dedent(SLIDE_KICK.format(range=(80, 81))))
+    assert r.failure == FailureKind.INVALID_GEOMETRY
+    assert r.reason == (
+        "The geometry was rejected: part 'kicker': its slide joint's range (80, 81) mm does not "
+        "contain its starting position, 0 mm."
+    )
+
+
+def test_honest_twin_a_range_holding_the_start_is_simulated(run_design: RunDesign) -> None:
+    r = run_design(textwrap.dedent(SLIDE_KICK.format(range=(-1, 81))))
+    assert r.outcome == "SUCCESS", r.reason
+    end = r.metrics["parts"]["kicker"]["final_position_mm"]
+    assert abs(end[0]) < 1  # nothing pushed it
+
+
+def test_a_hinge_range_that_excludes_the_start_is_refused(run_design: RunDesign) -> None:
+    code = """
+    from build123d import Box, Pos
+    PARTS = {"flap": {"joint": {"type": "hinge", "axis": (0, 0, 1), "range": (30, 90)}}}
+    def build():
+        flap = Pos(0, 0, 10) * Box(40, 4, 20)
+        flap.label = "flap"
+        return flap
+    """
+    r = run_design(textwrap.dedent(code))
+    assert r.failure == FailureKind.INVALID_GEOMETRY
+    assert "hinge joint's range (30, 90)° does not contain its starting position, 0°" in r.reason
+
+
+PUSHER = """
+from build123d import Box, Compound, Pos
+PARTS = {{
+    "pusher": {{"density": 5000, "joint": {{"type": "slide", "axis": (1, 0, 0),
+               "range": (-5, 300), "actuator": {actuator}}}}},
+    "target": {{"density": 5000}},
+}}
+def build():
+    pusher = Pos(0, 0, 10) * Box(20, 20, 20)
+    pusher.label = "pusher"
+    target = Pos(40, 0, 10) * Box(20, 20, 20)
+    target.label = "target"
+    return Compound(children=[pusher, target])
+"""
+GOAL = {
+    "target": "target",
+    "goal_hold_s": 0.3,
+    "zones": [{"name": "home", "kind": "goal", "min": [60, -50, 0], "max": [2000, 50, 100]}],
+}
+
+
+def _push(actuator: dict[str, Any]) -> str:
+    return textwrap.dedent(PUSHER.format(actuator=actuator))
+
+
+def test_an_actuator_without_a_control_exerts_nothing(run_design: RunDesign) -> None:
+    """A ctrl range that excludes 0 made MuJoCo clamp the missing control into it: the motor
+    pushed the target home with no control at all."""
+    motor = {"kind": "motor", "ctrl_range": (0.5, 1), "force_limit": 10}
+    r = run_design(_push(motor), objectives=GOAL, options={"duration_s": 2.0})
+    assert r.failure == FailureKind.GOAL_NOT_REACHED, r.reason
+    assert abs(r.metrics["parts"]["pusher"]["final_position_mm"][0]) < 1
+
+
+def test_honest_twin_the_controlled_actuator_pushes_the_target_home(run_design: RunDesign) -> None:
+    motor = {"kind": "motor", "ctrl_range": (0.5, 1), "force_limit": 10}
+    r = run_design(
+        _push(motor),
+        objectives=GOAL,
+        options={
+            "duration_s": 2.0,
+            "controls": [{"actuator": "pusher", "kind": "constant", "value": 0.5}],
+        },
+    )
+    assert r.outcome == "SUCCESS", r.reason
+
+
+@pytest.mark.parametrize(
+    ("actuator", "what"),
+    [
+        (
+            {"kind": "motor", "force_limit": 1e6},
+            "force_limit 1e+06 is above the task's cap of 1000",
+        ),
+        ({"kind": "motor", "overload_s": 3600}, "overload_s 3600 is above the task's cap of 2"),
+        ({"kind": "position", "kp": 1e7}, "kp 1e+07 is above the task's cap of 10000"),
+        ({"kind": "motor", "ctrl_range": (0, 1e9)}, "ctrl_range 1e+09 is above the task's cap"),
+    ],
+)
+def test_an_actuator_beyond_the_tasks_caps_is_refused(
+    run_design: RunDesign, actuator: dict[str, Any], what: str
+) -> None:
+    """An overload time of an hour would switch MOTOR_OVERLOAD off; a million newtons win any
+    task."""
+    r = run_design(_push(actuator), objectives=GOAL)
+    assert r.failure == FailureKind.INVALID_GEOMETRY
+    assert f"part 'pusher': its actuator's {what}" in r.reason
+
+
+def test_honest_twin_a_task_may_raise_its_caps(run_design: RunDesign) -> None:
+    motor = {"kind": "motor", "force_limit": 5000.0}
+    r = run_design(
+        _push(motor),
+        objectives={**GOAL, "actuator_caps": {"max_force": 10_000}},
+        options={"controls": [{"actuator": "pusher", "kind": "constant", "value": 5}]},
+    )
+    assert r.failure != FailureKind.INVALID_GEOMETRY, r.reason
+
+
+WALL = """
+from build123d import Box, Pos
+PARTS = {"wall": {"fixed": True}}
+def build():
+    wall = Pos(100, 0, 50) * Box(40, 200, 100)
+    wall.label = "wall"
+    return wall
+"""
+PROBE = """
+from build123d import Box, Pos
+PARTS = {{"probe": {{"joint": {{"type": "slide", "parent": "{parent}", "axis": (1, 0, 0),
+          "range": (-10, 400), "actuator": {{"kind": "motor", "force_limit": 0.5}}}}}}}}
+def build():
+    probe = Pos(0, 0, 50) * Box(20, 20, 20)
+    probe.label = "probe"
+    return probe
+"""
+BEHIND_THE_WALL = {
+    "target": "probe",
+    "goal_hold_s": 0.3,
+    "zones": [{"name": "behind", "kind": "goal", "min": [150, -50, 0], "max": [450, 50, 150]}],
+}
+
+
+@pytest.mark.parametrize("parent", ["wall", "world"])
+def test_a_joint_to_the_tasks_wall_does_not_switch_the_wall_off(
+    run_design: RunDesign, parent: str
+) -> None:
+    """Slide-jointed to the task's wall, a probe once slid through it into the goal: a child
+    body never collided with its parent. Jointed to the wall or to the world (the honest twin),
+    the probe now stops at the wall."""
+    r = run_design(
+        textwrap.dedent(PROBE.format(parent=parent)),
+        environment={"code": textwrap.dedent(WALL)},
+        objectives=BEHIND_THE_WALL,
+        options={
+            "duration_s": 2.0,
+            "controls": [{"actuator": "probe", "kind": "constant", "value": 0.5}],
+        },
+    )
+    assert r.failure in (FailureKind.GOAL_NOT_REACHED, FailureKind.MOTOR_OVERLOAD), r.reason
+    assert r.metrics["parts"]["probe"]["final_position_mm"][0] < 75  # stopped at the wall (x 80)
