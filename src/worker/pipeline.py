@@ -105,6 +105,7 @@ def run_request(
                 failure = f.failure
             children.check_cancelled()  # a child ended by a cancel is never reported as FAIL
             structlog.contextvars.bind_contextvars(phase="store")
+            children.progress(Progress("store", 0.0, 0.0))
             geometry = jobdir.path / "geometry.json"
             return publish(
                 request_id=request.request_id,

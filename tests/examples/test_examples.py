@@ -77,6 +77,13 @@ RUNS: dict[str, Example] = {
     "forbid": Example(
         "forbid/design.py", environment="ramp/environment.py", objectives="forbid/objectives.yaml"
     ),
+    # The same, rendered: the decisive moment, the contact sheet, the plots, report.html.
+    "forbid_rendered": Example(
+        "forbid/design.py",
+        environment="ramp/environment.py",
+        objectives="forbid/objectives.yaml",
+        render=True,
+    ),
     "arm": Example(
         "arm/design.py",
         environment="arm/environment.py",
@@ -442,6 +449,40 @@ def test_rendered_run_writes_a_video(runs: dict[str, Future[Run]]) -> None:
     assert run.artifact("poster").stat().st_size > 0
     assert run.metrics["frames"] == 90  # 3 s at 30 fps
     assert run.metrics["phases_s"]["render"] > 0
+
+
+@pytest.mark.slow
+@uses("forbid_rendered")
+def test_a_rendered_fail_shows_its_decisive_moment(runs: dict[str, Future[Run]]) -> None:
+    """The ball touches the pit at ~0.7 s: the poster is that moment, the video ends a second
+    later, and every result artifact is there, report.html with its images inside."""
+    run = get(runs, "forbid_rendered")
+    run.expect("FAIL", "FORBID_ZONE_HIT")
+    (nominal,) = run.metrics["runs"]
+    assert nominal["culprits"] == ["ball"]
+    decided = nominal["decided_at_s"]
+    assert 0.6 < decided < 0.8
+    assert nominal["events"][0] == {
+        "t_s": pytest.approx(decided),
+        "rule": "FORBID_ZONE_HIT",
+        "parts": ["ball"],
+        "reason": run.result["reason"],
+        "decisive": True,
+    }
+    assert run.metrics["frames"] == math.floor((decided + 1.0) * 30 + 1e-9) + 1
+    assert run.metrics["sim_time_s"] == pytest.approx(10.0)  # the simulation ran on
+    for name, magic in (
+        ("poster", b"\x89PNG"),
+        ("contact_sheet", b"\x89PNG"),
+        ("last_frame", b"\x89PNG"),
+        ("plots", b"<svg "),
+        ("report_html", b"<!DOCTYPE html>"),
+    ):
+        assert run.artifact(name).read_bytes().startswith(magic), name
+    assert run.artifact("poster").read_bytes() != run.artifact("last_frame").read_bytes()
+    page = run.artifact("report_html").read_text()
+    assert "<h1>FAIL — FORBID_ZONE_HIT</h1>" in page
+    assert page.count('src="data:image/') == 3 and 'src="data:video/mp4;base64,' in page
 
 
 @pytest.mark.slow

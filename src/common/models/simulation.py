@@ -279,6 +279,12 @@ class SimOptions(StrictModel):
         description="`coarse`, `normal` or `fine` (a deflection relative to each solid's size) "
         "or a chord deflection in mm (0.001–10).",
     )
+    full_video: bool = Field(
+        default=False,
+        description="Record the video for the whole run. By default the video (and so the "
+        "render time) ends 1 s of simulated time after the decision (worker.simulation.loop."
+        "VIDEO_TAIL_S); the simulation, the verdict and the metrics are the same either way.",
+    )
     limits: Limits = Field(default_factory=Limits)
 
     @model_validator(mode="after")

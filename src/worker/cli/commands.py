@@ -18,6 +18,7 @@ import structlog
 from pydantic import ValidationError
 
 from common.models.simulation import SimulationRequest
+from worker import logs
 from worker.cli import output
 from worker.cli.output import EXIT_INFRA, EXIT_INVALID, EXIT_SUCCESS
 from worker.errors import InvalidRequest
@@ -38,6 +39,7 @@ def _request(args: argparse.Namespace) -> SimulationRequest:
             options=args.options,
             duration_s=args.duration,
             render=False if args.no_render else None,
+            full_video=True if args.full_video else None,
             request_id=args.request_id,
         )
     except ValidationError as e:
@@ -77,7 +79,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # configured S3 store.
     store = LocalStore(args.out) if args.out else make_store(settings)
     sources = make_store(settings) if args.out and settings.store.kind == "s3" else store
-    progress = output.TerminalProgress()
+    progress = output.TerminalProgress.for_run(args.json)
+    if progress.mode == "bar" and not args.json:
+        # A person at a terminal reads the bar and the summary; info lines would break the bar
+        # (warnings still show; the children's output is in the logs artifact).
+        logs.configure(json=False, level="WARNING")
     try:
         with Janitor():  # a SIGKILLed `simjail run` leaves no job directory or cgroup
             result = run_request(request, settings, store, on_progress=progress, sources=sources)

@@ -77,6 +77,11 @@ def _request_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--options", type=Path, help="SimOptions as YAML or JSON")
     p.add_argument("--duration", type=float, help="simulated seconds (overrides --options)")
     p.add_argument("--no-render", action="store_true", help="skip the video")
+    p.add_argument(
+        "--full-video",
+        action="store_true",
+        help="record the whole run (default: the video ends 1 s after the decision)",
+    )
     p.add_argument("--request-id", help="names the artifacts (default: from the design file)")
     p.add_argument(
         "--json", action="store_true", help="print exactly one JSON SimulationResult on stdout"

@@ -1,7 +1,8 @@
 """What a job leaves: its files copied safely out of the physics jail, its artifacts in the
-store, the report, and the SimulationResult that points at them.
+store, the reports (report.md, report.html), and the SimulationResult that points at them.
 
-Keys are `<request_id>/<name>`, so a retried attempt overwrites instead of duplicating.
+Keys are `<request_id>/<name>`, so a retried attempt overwrites instead of duplicating. Each file
+from the jail is copied under its own cap (`ARTIFACT_CAPS`, else JobLimits.max_artifact_bytes).
 """
 
 from __future__ import annotations
@@ -17,20 +18,44 @@ import structlog
 from common.models.simulation import SimulationResult
 from worker.errors import MAX_REASON_CHARS, Failure
 from worker.sandbox.hostio import UnsafeOutput, copy_out
-from worker.simulation.report import report_markdown
+from worker.simulation.report import VIDEO_EMBED_MAX_BYTES, Media, report_html, report_markdown
 from worker.storage.base import ArtifactStore
 from worker.text import printable
 
 log = structlog.get_logger("simjail.publish")
 
-ARTIFACT_NAMES = {"video": "video.mp4", "poster": "poster.png", "mjcf": "model.xml"}
+ARTIFACT_NAMES = {
+    "video": "video.mp4",
+    "poster": "poster.png",
+    "last_frame": "last.png",
+    "contact_sheet": "contact.png",
+    "plots": "plots.svg",
+    "mjcf": "model.xml",
+}
 """Files the physics job produces, by artifact name → stored file name."""
+
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
+"""A PNG from the jail (poster, last frame, contact sheet): 1920 × 1080 RGB is 6.2 MB raw."""
+MAX_PLOTS_BYTES = 4 * 1024 * 1024
+"""plots.svg: at most 600 points per line, 8 lines per plot, 6 plots (~0.2 MB)."""
+ARTIFACT_CAPS = {
+    "poster": MAX_IMAGE_BYTES,
+    "last_frame": MAX_IMAGE_BYTES,
+    "contact_sheet": MAX_IMAGE_BYTES,
+    "plots": MAX_PLOTS_BYTES,
+}
+"""Largest file accepted per artifact; the video and the MJCF are capped by
+JobLimits.max_artifact_bytes (512 MiB by default). A file over its cap is left out."""
 
 CONTENT_TYPES = {
     "video": "video/mp4",
     "poster": "image/png",
+    "last_frame": "image/png",
+    "contact_sheet": "image/png",
+    "plots": "image/svg+xml",
     "mjcf": "application/xml",
-    "report": "text/markdown",
+    "report": "text/markdown; charset=utf-8",
+    "report_html": "text/html; charset=utf-8",
     "geometry": "application/json",
     "logs": "text/plain",
     "result": "application/json",
@@ -59,12 +84,32 @@ def collect(src: Path, dest: Path, files: Mapping[str, str], max_bytes: int) -> 
     for name, fname in files.items():
         target = ARTIFACT_NAMES[name]
         try:
-            copy_out(src, fname, dest / target, max_bytes)
+            copy_out(src, fname, dest / target, min(max_bytes, ARTIFACT_CAPS.get(name, max_bytes)))
         except UnsafeOutput as e:
             log.warning("artifact.refused", artifact=name, reason=str(e))
             continue
         got[name] = target
     return got
+
+
+def _media(files_dir: Path, files: Mapping[str, str]) -> Media:
+    """What report.html embeds, read back from the accepted copies (each within its cap)."""
+
+    def read(name: str, cap: int) -> bytes | None:
+        fname = files.get(name)
+        if fname is None:
+            return None
+        path = files_dir / fname
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > cap:
+            return None
+        return path.read_bytes()
+
+    return Media(
+        poster=read("poster", MAX_IMAGE_BYTES),
+        contact_sheet=read("contact_sheet", MAX_IMAGE_BYTES),
+        plots=read("plots", MAX_PLOTS_BYTES),
+        video=read("video", VIDEO_EMBED_MAX_BYTES),
+    )
 
 
 METRIC_DEFAULTS: dict[str, Any] = {
@@ -112,6 +157,7 @@ def publish(
             f"{request_id}/logs.txt", logs.encode("utf-8", "replace"), CONTENT_TYPES["logs"]
         )
     urls["report"] = store.url(f"{request_id}/report.md")
+    urls["report_html"] = store.url(f"{request_id}/report.html")
     metrics = {**METRIC_DEFAULTS, **metrics, "resources": resources or {}}
     rounded = {k: round(v, 4) for k, v in phases.items()}
     for key in ("build", "compile", "simulate", "render"):
@@ -132,8 +178,11 @@ def publish(
         policy_digest=digest,
         versions=versions(),
     )
-    report = report_markdown(result.model_dump(mode="json"), request_id)
+    dumped = result.model_dump(mode="json")
+    report = report_markdown(dumped, request_id)
     store.put_bytes(f"{request_id}/report.md", report.encode(), CONTENT_TYPES["report"])
+    page = report_html(dumped, request_id, _media(files_dir, files))
+    store.put_bytes(f"{request_id}/report.html", page.encode(), CONTENT_TYPES["report_html"])
     store.put_bytes(
         f"{request_id}/result.json",
         result.model_dump_json(indent=2).encode(),

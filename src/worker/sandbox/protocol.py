@@ -339,7 +339,9 @@ class PhysicsPayload(_Frame):
     failure: FailureKind | None = None
     reason: str = Field(default="", max_length=4000)
     metrics: dict[str, Any] = Field(default_factory=dict)
-    files: dict[Literal["video", "poster", "mjcf"], str] = Field(default_factory=dict)
+    files: dict[Literal["video", "poster", "last_frame", "contact_sheet", "plots", "mjcf"], str] = (
+        Field(default_factory=dict)
+    )
     message: str = Field(default="", max_length=4000)
     decompositions: dict[str, ConvexPieces] = Field(default_factory=dict, max_length=2000)
     """Decompositions the child computed, for the supervisor's cache (which checks them)."""

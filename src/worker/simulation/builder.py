@@ -33,10 +33,11 @@ from worker.simulation.geometry import (
 
 MM = 1e-3
 ZONE_RGBA = {
-    "goal": (0.1, 0.8, 0.2, 0.25),
-    "forbid": (0.9, 0.1, 0.1, 0.25),
-    "build": (0.2, 0.4, 0.9, 0.12),
+    "goal": (0.1, 0.75, 0.2, 0.22),
+    "forbid": (0.92, 0.08, 0.08, 0.45),
+    "build": (0.2, 0.4, 0.95, 0.1),
 }
+"""Fill of each zone kind (the video also outlines them in the opaque colour; render.py)."""
 DEFAULT_FRICTION = 0.8
 IMPRATIO = 10.0
 """Ratio of frictional to normal constraint impedance (with the elliptic cone; see _set_options)."""

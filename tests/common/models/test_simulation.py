@@ -349,7 +349,7 @@ def test_defaults() -> None:
     assert o.render is True
     assert (o.width, o.height) == (640, 480)
     assert o.fps == 30
-    assert o.controls == [] and o.stop_on_decision is False
+    assert o.controls == [] and o.stop_on_decision is False and o.full_video is False
     assert o.jitter.runs == 0
     assert o.limits == Limits()
     ob = Objectives()
@@ -469,6 +469,7 @@ def options(draw: st.DrawFn) -> dict[str, Any]:
         "controls": controls,
         "stop_on_decision": draw(st.booleans()),
         "tessellation": draw(st.sampled_from(["coarse", "normal", "fine"]) | st.floats(0.001, 10)),
+        "full_video": draw(st.booleans()),
         "limits": {
             "wall_s": draw(maybe_pos),
             "build_wall_s": draw(maybe_pos),

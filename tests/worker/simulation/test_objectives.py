@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from common.models.simulation import FailureKind
 from worker.simulation.loop import RunSummary, SimulationLoop
 
@@ -308,3 +310,61 @@ def test_honest_twin_the_arena_is_sized_for_the_scene(bd: Any, scene_of: Any) ->
     s = run(scene_of, _grid_of_blocks(bd), options={"duration_s": 0.5})
     assert s.failure is None, s.reason
     assert s.warnings == {}
+
+
+# --- who is to blame, and which rules fired -------------------------------------------------
+
+
+def test_each_decision_names_its_culprit(bd: Any, scene_of: Any) -> None:
+    pit = {"name": "pit", "kind": "forbid", "min": [-100, -100, 0], "max": [100, 100, 5]}
+    bounds = {"min": [-500, -500, 100], "max": [500, 500, 1000]}
+    hit = run(scene_of, dropped_block(bd), objectives={"zones": [pit]}, options={"duration_s": 1})
+    out = run(scene_of, dropped_block(bd), objectives={"bounds": bounds}, options={"duration_s": 1})
+    held = run(
+        scene_of,
+        dropped_block(bd),
+        objectives={"target": "block", "zones": [GOAL], "goal_hold_s": 0.2},
+        options={"duration_s": 1},
+    )
+    stable = run(scene_of, dropped_block(bd), options={"duration_s": 0.2})
+    assert (hit.kind, hit.culprits) == (FailureKind.FORBID_ZONE_HIT, ("block",))
+    assert (out.kind, out.culprits) == (FailureKind.OUT_OF_BOUNDS, ("block",))
+    assert (held.kind, held.culprits) == (None, ("block",))
+    assert (stable.kind, stable.culprits) == (None, ())
+
+
+def test_interpenetration_blames_both_parts(bd: Any, scene_of: Any) -> None:
+    a = bd.Pos(0, 0, 100) * bd.Box(40, 40, 40)
+    a.label = "a"
+    b = bd.Pos(20, 0, 100) * bd.Box(40, 40, 40)
+    b.label = "b"
+    s = run(scene_of, [a, b], options={"duration_s": 0.1})
+    assert s.kind == FailureKind.INITIAL_PENETRATION and sorted(s.culprits) == ["a", "b"]
+
+
+def test_rules_that_fire_after_the_decision_are_logged_as_not_counted(
+    bd: Any, scene_of: Any
+) -> None:
+    """Through the pit into the goal below it: the forbid zone decides at ~0.15 s, the goal is
+    held later, which the log shows but the verdict ignores."""
+    pit = {"name": "pit", "kind": "forbid", "min": [-100, -100, 80], "max": [100, 100, 90]}
+    s = run(
+        scene_of,
+        dropped_block(bd),
+        objectives={"target": "block", "zones": [GOAL, pit], "goal_hold_s": 0.2},
+        options={"duration_s": 1},
+    )
+    assert s.kind == FailureKind.FORBID_ZONE_HIT
+    assert [(e["rule"], e["parts"], e["decisive"]) for e in s.events] == [
+        ("FORBID_ZONE_HIT", ["block"], True),
+        ("GOAL_HELD", ["block"], False),
+    ]
+    assert s.decided_at_s is not None
+    assert s.events[0]["t_s"] == pytest.approx(s.decided_at_s) and s.events[1]["t_s"] > 0.3
+    assert "'pit'" in s.events[0]["reason"] and s.events[1]["reason"].startswith("Part 'block'")
+
+
+def test_a_rule_firing_at_every_check_is_logged_once(bd: Any, scene_of: Any) -> None:
+    bounds = {"min": [-500, -500, 100], "max": [500, 500, 1000]}
+    s = run(scene_of, dropped_block(bd), objectives={"bounds": bounds}, options={"duration_s": 1})
+    assert [e["rule"] for e in s.events] == ["OUT_OF_BOUNDS"]  # it fired ~85 times

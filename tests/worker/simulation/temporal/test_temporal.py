@@ -113,7 +113,8 @@ def test_workflow_defaults_match_worker_settings() -> None:
 def test_drop_succeeds_with_video_heartbeats_and_small_payload(temporal: Any) -> None:
     """SUCCESS with a video URL; heartbeats reach the server with increasing sim time; the
     result that travels through Temporal is small while the video sits in the store."""
-    request = drop_request("drop", duration_s=4.0, width=320, height=240)
+    # full_video: 4 s of video, so that the job lasts a few heartbeats.
+    request = drop_request("drop", duration_s=4.0, width=320, height=240, full_video=True)
 
     async def go() -> tuple[SimulationResult, list[tuple[float, HeartbeatDetails]], list[Any]]:
         handle = await simclient.submit(temporal.client, request)
@@ -224,7 +225,9 @@ def test_malformed_request_fails_non_retryably_naming_the_field(temporal: Any) -
 def test_cancel_kills_the_jail_within_seconds_and_leaves_nothing(temporal: Any) -> None:
     """A long run is cancelled while the physics jail renders: the workflow ends cancelled (not
     FAIL) only after the jail is dead and the job directory is gone."""
-    request = drop_request("cancel", duration_s=60.0, width=640, height=480)
+    # full_video: rendering the whole minute keeps the jail busy (the video would otherwise
+    # end a second after the block lands, and the job with it).
+    request = drop_request("cancel", duration_s=60.0, width=640, height=480, full_video=True)
 
     async def go() -> tuple[float, list[str], list[Path], BaseException]:
         handle = await simclient.submit(temporal.client, request)
@@ -285,7 +288,9 @@ def test_sigterm_cancels_the_running_job_and_a_new_worker_completes_it(
         "--slots",
         "1",
     ]
-    request = drop_request("sigterm", duration_s=20.0, width=320, height=240)
+    request = drop_request(  # full_video: a job long enough to be interrupted
+        "sigterm", duration_s=20.0, width=320, height=240, full_video=True
+    )
 
     logs = iter(tmp_path / f"worker{i}.log" for i in range(2))
     first_log = tmp_path / "worker0.log"
