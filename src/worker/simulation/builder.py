@@ -28,6 +28,7 @@ from worker.simulation.geometry import (
     Part,
     Primitive,
     allowed_deflection,
+    can_move,
     trusted_inertia,
 )
 
@@ -251,34 +252,30 @@ def _add_parts(
     solid_mm: dict[str, list[NDArray[np.float64]]] = {}
     pending = list(geom.parts)
     while pending:
-        ready = [p for p in pending if _body_parent(p, by_label) in bodies]
+        ready = [p for p in pending if _body_parent(p) in bodies]
         if not ready:  # validate_geometry rules this out; kept as a guard
             raise _refused("joint parents form a cycle")
         for p in ready:
-            parent = _body_parent(p, by_label)
+            parent = _body_parent(p)
             origin = np.zeros(3) if parent == "world" else np.array(by_label[parent].com_mm) * MM
             bodies[p.label], solid_mm[p.label] = _add_body(
                 spec, bodies[parent], origin, p, decomposer, geom.tessellation
             )
             if parent != "world":
-                # A part never collides with its joint parent of the same source (an axle in its
-                # bearing). MuJoCo filters parent-child contacts itself, but not when the parent
-                # is welded to the world (a fixed part), so exclude the pair explicitly.
+                # A part never collides with its joint parent, always a part of its own
+                # namespace (an axle in its bearing). MuJoCo filters parent-child contacts
+                # itself, but not when the parent is welded to the world (a fixed part), so
+                # exclude the pair explicitly.
                 spec.add_exclude(bodyname1=parent, bodyname2=p.label)
             pending.remove(p)
     return solid_mm
 
 
-def _body_parent(p: Part, by_label: dict[str, Part]) -> str:
-    """The body a part's body hangs from: its joint parent, except for a design part jointed
-    to an environment part, which hangs from the world with the same anchor and axis (the
-    environment part is fixed, validate_geometry sees to it, so it is the same joint). A child
-    body never collides with its parent: jointed to the task's wall, a probe slid through it.
-    A design part keeps its collisions with every environment part."""
+def _body_parent(p: Part) -> str:
+    """The body a part's body hangs from: its joint parent, of its own namespace
+    (validate_geometry sees to it), or the world."""
     j = p.meta.joint
-    if j is None or j.parent == "world" or by_label[j.parent].source != p.source:
-        return "world"
-    return j.parent
+    return "world" if j is None else j.parent
 
 
 def _add_body(
@@ -404,15 +401,12 @@ def _part_infos(model: mujoco.MjModel, geom: Geometry) -> dict[str, PartInfo]:
             for g in range(model.ngeom)
             if model.geom_bodyid[g] == bid and (model.geom_contype[g] or model.geom_conaffinity[g])
         )
-        movable = not p.meta.fixed and not (
-            p.meta.joint is not None and p.meta.joint.type == "weld" and _root_is_world(p, by_label)
-        )
         parts[p.label] = PartInfo(
             label=p.label,
             source=p.source,
             body_id=bid,
             geom_ids=gids,
-            movable=movable and _has_dof_chain(p, by_label),
+            movable=can_move(p, by_label),
             mass_kg=p.mass_kg,
             initial_com_mm=p.com_mm,
             free=p.meta.joint is None and not p.meta.fixed,
@@ -466,26 +460,6 @@ def _ctrl_scale(p: Part) -> float:
     if j is not None and a is not None and j.type == "slide" and a.kind != "motor":
         return MM
     return 1.0
-
-
-def _root_is_world(p: Part, by_label: dict[str, Part]) -> bool:
-    j = p.meta.joint
-    return j is None or j.parent == "world" or by_label[j.parent].meta.fixed
-
-
-def _has_dof_chain(p: Part, by_label: dict[str, Part]) -> bool:
-    """True when the part can move: it, or an ancestor, has a degree of freedom."""
-    cur: Part | None = p
-    while cur is not None:
-        if cur.meta.fixed:
-            return False
-        j = cur.meta.joint
-        if j is None:
-            return True  # free joint
-        if j.type != "weld":
-            return True
-        cur = None if j.parent == "world" else by_label[j.parent]
-    return False
 
 
 def _add_zone(world: mujoco.MjsBody, z: Zone) -> None:

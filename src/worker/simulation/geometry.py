@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
+import unicodedata
 from typing import Literal, Self
 
 import numpy as np
@@ -19,6 +20,7 @@ from common.models.simulation import (
     ActuatorCaps,
     FailureKind,
     Name,
+    Objectives,
     StrictModel,
     Tessellation,
     Vec3,
@@ -37,6 +39,8 @@ its triangles: 4 triangles over millions of vertices burned a whole physics time
 MAX_SOLIDS_PER_PART = 64
 MAX_COORD_MM = 1e6
 """1 km: anything further out is a mistake or an attempt to break the solver."""
+RESERVED_LABELS = frozenset({"world"})
+"""Labels no part may take: "world" is what a joint's `parent` names for the world."""
 
 
 # --- Per-part metadata (the `PARTS` dict of a design module) --------------------------------
@@ -269,6 +273,31 @@ def _invalid(what: str) -> Failed:
     return _rejected(FailureKind.INVALID_GEOMETRY, what)
 
 
+def label_key(label: str) -> str:
+    """What two labels are compared by: NFKC-normalised and case-folded, so that 'Gem', 'GEM'
+    and a full-width 'ｇｅｍ' are all the environment's 'gem'."""
+    return unicodedata.normalize("NFKC", label).casefold()
+
+
+def who(p: Part) -> str:
+    """A part as every message names it: its namespace and its label."""
+    return f"{p.source} part {p.label!r}"
+
+
+def can_move(p: Part, by_label: dict[str, Part]) -> bool:
+    """Whether the part has a degree of freedom, its own or an ancestor's: not fixed, and not
+    welded (through any chain of welds) to the world or to a fixed part."""
+    cur: Part | None = p
+    while cur is not None:
+        if cur.meta.fixed:
+            return False
+        j = cur.meta.joint
+        if j is None or j.type != "weld":
+            return True  # a free joint, a hinge or a slide
+        cur = None if j.parent == "world" else by_label[j.parent]
+    return False
+
+
 def merge(design: Geometry, environment: Geometry | None) -> Geometry:
     parts = list(design.parts) + (list(environment.parts) if environment else [])
     dropped = list(design.dropped) + (list(environment.dropped) if environment else [])
@@ -282,13 +311,15 @@ def validate_geometry(
     max_triangles: int = MAX_TRIANGLES,
     max_vertices: int = MAX_VERTICES,
     tessellation: Tessellation | None = None,
-    actuator_caps: ActuatorCaps | None = None,
+    objectives: Objectives | None = None,
 ) -> None:
     """Raise Failed (INVALID_GEOMETRY or GEOMETRY_LIMIT) unless every part is finite, bounded,
     non-degenerate and uniquely labelled, its claimed volume and centre of mass are those of
     its meshes (to what the deflection explains), every primitive claim holds, joints name
-    existing parents without cycles, and the caps hold. `tessellation` is the setting the
-    request asked for (the geometry must have been meshed with it)."""
+    existing parents of their own namespace without cycles, the task's target is a part that
+    can move, actuators keep to the task's caps, and the caps hold. `tessellation` is the
+    setting the request asked for (the geometry must have been meshed with it)."""
+    objectives = objectives or Objectives()
     if tessellation is not None and geom.tessellation != tessellation:
         raise _invalid(f"it was meshed with {geom.tessellation!r}, not {tessellation!r}")
     if len(geom.parts) > max_parts:
@@ -312,82 +343,37 @@ def validate_geometry(
             # triangle; more is padding meant to cost time, refused before it is decoded.
             if m.vertex_count > 3 * m.triangle_count:
                 raise _invalid(
-                    f"part {p.label!r} has a solid of {m.vertex_count} vertices for "
+                    f"{who(p)} has a solid of {m.vertex_count} vertices for "
                     f"{m.triangle_count} triangles"
                 )
-    labels = [p.label for p in geom.parts]
-    dup = sorted({n for n in labels if labels.count(n) > 1})
-    if dup:
-        raise _invalid(f"duplicate part labels {dup}")
+    _check_labels(geom.parts)
     by_label = {p.label: p for p in geom.parts}
     for p in geom.parts:
-        if not all(abs(c) < MAX_COORD_MM for c in p.com_mm):
-            raise _invalid(f"part {p.label!r} lies further than 1 km out")
-        if p.volume_mm3 < 1e-3:
-            raise _invalid(f"part {p.label!r} has no volume")
-        ixx, iyy, izz = p.inertia_mm5[:3]
-        if (
-            min(ixx, iyy, izz) <= 0
-            or ixx + iyy < izz * (1 - 1e-6)
-            or ixx + izz < iyy * (1 - 1e-6)
-            or iyy + izz < ixx * (1 - 1e-6)
-        ):
-            raise _invalid(f"part {p.label!r} has an impossible inertia")
-        lo = np.full(3, np.inf)
-        hi = np.full(3, -np.inf)
-        mesh_volume, mesh_moment, slack = 0.0, np.zeros(3), 0.0
-        for si, m in enumerate(p.solids):
-            try:
-                v, t = m.arrays()
-            except ValueError as e:
-                raise _invalid(f"part {p.label!r}: {e}") from None
-            if len(v) < 4 or len(t) < 4:
-                raise _invalid(f"part {p.label!r} has a degenerate solid")
-            if not np.isfinite(v).all() or np.abs(v).max() >= MAX_COORD_MM:
-                raise _invalid(f"part {p.label!r} has non-finite or enormous coordinates")
-            if t.min() < 0 or t.max() >= len(v):
-                raise _invalid(f"part {p.label!r} has bad triangle indices")
-            unused = len(v) - int(np.count_nonzero(np.bincount(t.ravel(), minlength=len(v))))
-            if unused:
-                raise _invalid(f"part {p.label!r} has {unused} vertices that no triangle uses")
-            extent = v.max(axis=0) - v.min(axis=0)
-            if np.sort(extent)[0] < 1e-3:
-                raise _invalid(f"part {p.label!r} has a flat solid")
-            lo, hi = np.minimum(lo, v.min(axis=0)), np.maximum(hi, v.max(axis=0))
-            vol, moment = _enclosed(v, t)
-            mesh_volume += vol
-            mesh_moment += moment
-            # The volume a mesh may be off its CAD solid: each point of it lies within the
-            # deflection of the surface, so at most area × deflection (with a safety factor:
-            # the build measured its box on the exact solid, this one on the mesh).
-            delta = allowed_deflection(geom.tessellation, float(np.linalg.norm(extent)))
-            solid_slack = DEFLECTION_SAFETY * surface_area(v, t) * delta
-            slack += solid_slack
-            if m.primitive is not None:
-                why = check_primitive(m.primitive, v, t, vol, delta, solid_slack)
-                if why is not None:
-                    raise _invalid(
-                        f"part {p.label!r} solid {si} is claimed to be a {m.primitive.kind} "
-                        f"but its mesh is not one ({why})"
-                    )
-        _check_mass_properties(p, lo, hi)
-        _check_against_mesh(p, mesh_volume, mesh_moment, float(np.linalg.norm(hi - lo)), slack)
+        _check_part(p, geom.tessellation)
         j = p.meta.joint
-        if j is not None:
-            _check_joint(p, j, actuator_caps or ActuatorCaps())
-        if j is not None and j.parent != "world":
-            if j.parent not in by_label:
-                raise _invalid(f"part {p.label!r} is jointed to unknown part {j.parent!r}")
-            if j.parent == p.label:
-                raise _invalid(f"part {p.label!r} is jointed to itself")
-            parent = by_label[j.parent]
-            # The design may mount itself on the task's fixed fixtures, but never grab a movable
-            # environment part (the target, say) at t=0; the environment never joints to design.
-            if p.source != parent.source and (p.source == "environment" or not parent.meta.fixed):
-                raise _invalid(
-                    f"{p.source} part {p.label!r} may not be jointed to {parent.source} part "
-                    f"{j.parent!r}" + ("" if p.source == "environment" else " (it is not fixed)"),
-                )
+        if j is None:
+            continue
+        _check_joint(p, j, objectives.actuator_caps)
+        if j.parent == "world":
+            continue
+        if j.parent not in by_label:
+            raise _invalid(f"{who(p)} is jointed to unknown part {j.parent!r}")
+        if j.parent == p.label:
+            raise _invalid(f"{who(p)} is jointed to itself")
+        parent = by_label[j.parent]
+        # Each namespace joints only within itself: a joint exempts the pair from colliding,
+        # and a probe jointed to the task's wall slid through it. A fixed environment part is
+        # where the world is, so a design mounted on one joints to "world" instead.
+        if p.source != parent.source:
+            hint = (
+                ' (it is fixed: joint to "world" instead, with the same anchor)'
+                if parent.meta.fixed and p.source == "design"
+                else ""
+            )
+            raise _invalid(
+                f"{who(p)} is jointed to {who(parent)}: parts may be jointed only to "
+                f'"world" or to parts of their own {p.source}' + hint
+            )
     # Joint parents must form a forest (no cycles).
     for p in geom.parts:
         seen = {p.label}
@@ -397,6 +383,101 @@ def validate_geometry(
             if cur.label in seen:
                 raise _invalid(f"joints form a cycle through {sorted(seen)}")
             seen.add(cur.label)
+    if objectives.target is not None:
+        _check_target(objectives.target, by_label)
+
+
+def _check_labels(parts: list[Part]) -> None:
+    """Labels are unique, none is reserved, and a design part never takes the label of an
+    environment part, however it is spelt: the task's messages, metrics and objectives name
+    its parts by label, and a design part 'Gem' beside the task's 'gem' would pass for it."""
+    labels = [p.label for p in parts]
+    dup = sorted({n for n in labels if labels.count(n) > 1})
+    if dup:
+        raise _invalid(f"duplicate part labels {dup}")
+    for p in parts:
+        if label_key(p.label) in RESERVED_LABELS:
+            raise _invalid(f"{who(p)}: the label {p.label!r} is reserved")
+    env = {label_key(p.label): p for p in parts if p.source == "environment"}
+    for p in parts:
+        twin = env.get(label_key(p.label))
+        if p.source == "design" and twin is not None:
+            raise _invalid(
+                f"{who(p)} takes the label of {who(twin)} (labels are compared case-folded "
+                "and NFKC-normalised): a design may not name or shadow the task's parts"
+            )
+
+
+def _check_target(target: str, by_label: dict[str, Part]) -> None:
+    """The task's target exists and can move: a target fixed in place, or welded to the world,
+    would "hold" a goal it starts in without doing anything."""
+    p = by_label.get(target)
+    if p is None:
+        names = sorted(by_label)
+        shown = ", ".join(repr(n) for n in names[:20]) + (" …" if len(names) > 20 else "")
+        raise _invalid(
+            f"the task's target part {target!r} is not among the parts built ({shown or 'none'})"
+        )
+    if not can_move(p, by_label):
+        raise _invalid(
+            f"the task's target, {who(p)}, cannot move (it is fixed or welded to the world), "
+            "so it cannot be brought to the goal"
+        )
+
+
+def _check_part(p: Part, tessellation: Tessellation) -> None:
+    """One part's numbers and meshes, and its claims against its meshes."""
+    if not all(abs(c) < MAX_COORD_MM for c in p.com_mm):
+        raise _invalid(f"{who(p)} lies further than 1 km out")
+    if p.volume_mm3 < 1e-3:
+        raise _invalid(f"{who(p)} has no volume")
+    ixx, iyy, izz = p.inertia_mm5[:3]
+    if (
+        min(ixx, iyy, izz) <= 0
+        or ixx + iyy < izz * (1 - 1e-6)
+        or ixx + izz < iyy * (1 - 1e-6)
+        or iyy + izz < ixx * (1 - 1e-6)
+    ):
+        raise _invalid(f"{who(p)} has an impossible inertia")
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    mesh_volume, mesh_moment, slack = 0.0, np.zeros(3), 0.0
+    for si, m in enumerate(p.solids):
+        try:
+            v, t = m.arrays()
+        except ValueError as e:
+            raise _invalid(f"{who(p)}: {e}") from None
+        if len(v) < 4 or len(t) < 4:
+            raise _invalid(f"{who(p)} has a degenerate solid")
+        if not np.isfinite(v).all() or np.abs(v).max() >= MAX_COORD_MM:
+            raise _invalid(f"{who(p)} has non-finite or enormous coordinates")
+        if t.min() < 0 or t.max() >= len(v):
+            raise _invalid(f"{who(p)} has bad triangle indices")
+        unused = len(v) - int(np.count_nonzero(np.bincount(t.ravel(), minlength=len(v))))
+        if unused:
+            raise _invalid(f"{who(p)} has {unused} vertices that no triangle uses")
+        extent = v.max(axis=0) - v.min(axis=0)
+        if np.sort(extent)[0] < 1e-3:
+            raise _invalid(f"{who(p)} has a flat solid")
+        lo, hi = np.minimum(lo, v.min(axis=0)), np.maximum(hi, v.max(axis=0))
+        vol, moment = _enclosed(v, t)
+        mesh_volume += vol
+        mesh_moment += moment
+        # The volume a mesh may be off its CAD solid: each point of it lies within the
+        # deflection of the surface, so at most area × deflection (with a safety factor:
+        # the build measured its box on the exact solid, this one on the mesh).
+        delta = allowed_deflection(tessellation, float(np.linalg.norm(extent)))
+        solid_slack = DEFLECTION_SAFETY * surface_area(v, t) * delta
+        slack += solid_slack
+        if m.primitive is not None:
+            why = check_primitive(m.primitive, v, t, vol, delta, solid_slack)
+            if why is not None:
+                raise _invalid(
+                    f"{who(p)} solid {si} is claimed to be a {m.primitive.kind} "
+                    f"but its mesh is not one ({why})"
+                )
+    _check_mass_properties(p, lo, hi)
+    _check_against_mesh(p, mesh_volume, mesh_moment, float(np.linalg.norm(hi - lo)), slack)
 
 
 def _enclosed(v: NDArray[np.float64], t: NDArray[np.int32]) -> tuple[float, NDArray[np.float64]]:
@@ -440,7 +521,7 @@ def _check_against_mesh(
     allowed = slack + VOLUME_FLOOR_MM3
     if volume <= 0 or abs(p.volume_mm3 - volume) > allowed:
         raise _invalid(
-            f"part {p.label!r}: its CAD solid has a volume of {p.volume_mm3:.6g} mm³ but its "
+            f"{who(p)}: its CAD solid has a volume of {p.volume_mm3:.6g} mm³ but its "
             f"mesh encloses {volume:.6g} mm³, more than the tessellation can explain "
             f"(±{allowed:.3g} mm³); the solid is probably not closed or intersects itself"
         )
@@ -448,7 +529,7 @@ def _check_against_mesh(
     off = float(np.linalg.norm(np.array(p.com_mm) - centroid))
     if off > (allowed / volume) * diag + 0.02 * diag + 0.1:
         raise _invalid(
-            f"part {p.label!r}: the centre of mass of its CAD solid is {off:.3g} mm from that "
+            f"{who(p)}: the centre of mass of its CAD solid is {off:.3g} mm from that "
             "of its mesh, more than the tessellation can explain; the solid is probably not "
             "closed or intersects itself"
         )
@@ -463,7 +544,7 @@ def _check_joint(p: Part, j: Joint, caps: ActuatorCaps) -> None:
     unit = "°" if j.type == "hinge" else " mm"
     if j.range is not None and not j.range[0] <= 0.0 <= j.range[1]:
         raise _invalid(
-            f"part {p.label!r}: its {j.type} joint's range ({j.range[0]:g}, {j.range[1]:g})"
+            f"{who(p)}: its {j.type} joint's range ({j.range[0]:g}, {j.range[1]:g})"
             f"{unit} does not contain its starting position, 0{unit}"
         )
     a = j.actuator
@@ -483,7 +564,7 @@ def _check_joint(p: Part, j: Joint, caps: ActuatorCaps) -> None:
     if over:
         name, value, cap = over[0]
         raise _invalid(
-            f"part {p.label!r}: its actuator's {name} {value:g} is above the task's cap of {cap:g}"
+            f"{who(p)}: its actuator's {name} {value:g} is above the task's cap of {cap:g}"
         )
 
 
@@ -614,10 +695,10 @@ def _check_mass_properties(p: Part, lo: NDArray[np.float64], hi: NDArray[np.floa
     margin = 0.01 * float(np.linalg.norm(hi - lo)) + 0.1
     lo, hi = lo - margin, hi + margin
     if not all(lo[i] <= p.com_mm[i] <= hi[i] for i in range(3)):
-        raise _invalid(f"part {p.label!r} claims a centre of mass outside its solids")
+        raise _invalid(f"{who(p)} claims a centre of mass outside its solids")
     extent = hi - lo
     if p.volume_mm3 > float(np.prod(extent)):
-        raise _invalid(f"part {p.label!r} claims more volume than its solids can hold")
+        raise _invalid(f"{who(p)} claims more volume than its solids can hold")
     # About the centre of mass, every point of the body is within the box's diagonal.
     if max(p.inertia_mm5[:3]) > p.volume_mm3 * float(extent @ extent):
-        raise _invalid(f"part {p.label!r} claims an inertia its solids cannot have")
+        raise _invalid(f"{who(p)} claims an inertia its solids cannot have")

@@ -195,16 +195,11 @@ class SimulationLoop:
             if frames < n_frames:
                 to_frame = math.ceil((frames * frame_dt - dt / 2 - d.time) / dt)
                 chunk = max(1, min(chunk, to_frame))
-            if self.controls:
-                for _ in range(chunk):  # controls change with time: set them every step
-                    for a, c in self.controls:
-                        d.ctrl[a.actuator_id] = control_value(c, d.time) * a.ctrl_scale
-                    mujoco.mj_step(m, d)
-            else:
-                mujoco.mj_step(m, d, chunk)
-            step += chunk
-            since_check += chunk
-            if since_check >= self.check_steps or step == total_steps:
+            done = self._advance(m, d, chunk, verdict)
+            step += done
+            since_check += done
+            placed = done < chunk  # `step` decided mid-chunk: check the rest now
+            if placed or since_check >= self.check_steps or step == total_steps:
                 force = max_normal_force(m, d)
                 decision = verdict.update(m, d, since_check * dt, force)
                 since_check = 0
@@ -261,6 +256,22 @@ class SimulationLoop:
 
     # --- helpers --------------------------------------------------------------------------------
 
+    def _advance(self, m: mujoco.MjModel, d: mujoco.MjData, n: int, verdict: Verdict) -> int:
+        """Up to `n` physics steps; returns how many. One at a time with controls (they change
+        with time) or with rules to check after every step (`Verdict.per_step`), which end the
+        chunk early when they make the decision; else all `n` in one call."""
+        if not (self.controls or verdict.per_step):
+            mujoco.mj_step(m, d, n)
+            return n
+        undecided = verdict.decision is None
+        for i in range(n):
+            for a, c in self.controls:
+                d.ctrl[a.actuator_id] = control_value(c, d.time) * a.ctrl_scale
+            mujoco.mj_step(m, d)
+            if verdict.per_step and verdict.step(m, d) is not None and undecided:
+                return i + 1
+        return n
+
     def _announce(self, d: mujoco.MjData, decision: Decision, n_frames: int) -> int:
         """Hand the decisive moment to `on_decision`; return the frames the video keeps: those
         up to VIDEO_TAIL_S after the decision (all of them with `full_video`)."""
@@ -313,6 +324,7 @@ class SimulationLoop:
         out = {}
         for label, p in self.scene.parts.items():
             out[label] = {
+                "source": p.source,
                 "mass_kg": p.mass_kg,
                 "initial_position_mm": [round(c, 3) for c in p.initial_com_mm],
                 "final_position_mm": [round(float(c) / MM, 3) for c in d.xipos[p.body_id]],

@@ -3,8 +3,9 @@
 The first decisive event wins and is latched: a failure (forbid zone touched, a part out of
 bounds, divergence, a motor held at its force limit too long) or a success (the target's centre of
 mass held inside a goal zone for `goal_hold_s`). `stop_on_decision` only ends the run at that
-moment; it never changes the verdict. Checks run every `check_every_s` of simulated time, so an
-event shorter than that (a fast part clipping a zone corner) can be missed; see the README.
+moment; it never changes the verdict. Most rules are checked every `check_every_s` of simulated
+time (`update`); where a part may be (forbid zones, bounds) after every physics step, along the
+path the step moved it (`step`), so that a fast part cannot pass a thin zone between two checks.
 
 Besides the latched Decision, the Verdict keeps a short log of every rule that fired (`events`,
 the first time each rule fired for each part), including those after the decision, which did
@@ -122,6 +123,7 @@ class Verdict:
         # a label could forge, e.g. one containing the name separator).
         self._geom_label = {g: p.label for p in scene.parts.values() for g in p.geom_ids}
         self._body_label = {p.body_id: p.label for p in scene.parts.values()}
+        self._source = {p.label: p.source for p in scene.parts.values()}
         self.hold_s = 0.0
         self.best_hold_s = 0.0
         self.goal_reached_at: float | None = None
@@ -135,6 +137,28 @@ class Verdict:
         """Each movable part's speed at the last check (for the plots)."""
         self.events: list[Event] = []
         self._fired: set[tuple[str, tuple[str, ...]]] = set()
+        # Where a part may be is checked after every step (`step`), along the path the step
+        # moved it, when there is a forbid zone or bounds: at one check every 10 ms, a part
+        # dropped from 1.2 m went through a 1 mm forbid zone unseen.
+        self.per_step = bool(self.forbid_zones) or objectives.bounds is not None
+        self._zone_box = {
+            z.name: (np.array(z.min) * MM, np.array(z.max) * MM) for z in self.forbid_zones
+        }
+        self._prev: _StepState | None = None
+        g = self.watched_geoms
+        m = scene.model
+        # How far from its centre a watched geom reaches during a step: its bounding sphere,
+        # plus twice its offset from its body's centre of mass (which the body turns about).
+        self._reach = m.geom_rbound[g] + 2 * np.linalg.norm(m.geom_pos[g], axis=1)
+        bounds = objectives.bounds
+        self._bounds_lo = np.array(bounds.min) if bounds is not None else np.zeros(3)
+        self._bounds_hi = np.array(bounds.max) if bounds is not None else np.zeros(3)
+        self._last_q: tuple[float, np.ndarray] | None = None
+        """The time and positions of the state before the last step: the state that the
+        kinematics (geom_xpos, xipos) show after `mj_step`, which computes them before it
+        integrates."""
+        self._scratch: mujoco.MjData | None = None
+        self._checked_time = -1.0
 
     # --- events ------------------------------------------------------------------------------
 
@@ -163,7 +187,10 @@ class Verdict:
         self.events.append(Event(t, rule, parts, reason, decisive))
 
     def initial(self, m: mujoco.MjModel, d: mujoco.MjData) -> Decision | None:
-        """Build zone and start-up interpenetration, at t = 0."""
+        """Build zone and start-up interpenetration, at t = 0 (after mj_forward, so the
+        kinematics are those of d.qpos)."""
+        self._last_q = (float(d.time), d.qpos.copy())
+        self._prev = self._state(d)
         if self.build_zones:
             for label, verts in self.scene.solid_mm.items():
                 if self.scene.parts[label].source != "design":
@@ -173,7 +200,8 @@ class Verdict:
                     names = ", ".join(z.name for z in self.build_zones)
                     return self._decide(
                         FailureKind.BUILD_ZONE_VIOLATION,
-                        f"Part {label!r} is not entirely inside the build zone ({names}) at t=0.",
+                        f"{self._part(label)} is not entirely inside the build zone ({names}) "
+                        "at t=0.",
                         0.0,
                         (label,),
                     )
@@ -187,14 +215,16 @@ class Verdict:
                     low = min(float(v[:, 2].min()) for v in self.scene.solid_mm[part])
                     return self._decide(
                         FailureKind.INITIAL_PENETRATION,
-                        f"Part {part!r} starts {-low:.1f} mm below the floor, z = 0 (build123d "
-                        "centres parts on the origin: lift it, e.g. with Pos(0, 0, z)).",
+                        f"{self._part(part)} starts {-low:.1f} mm below the floor, z = 0 "
+                        "(build123d centres parts on the origin: lift it, e.g. with "
+                        "Pos(0, 0, z)).",
                         0.0,
                         (part,),
                     )
                 return self._decide(
                     FailureKind.INITIAL_PENETRATION,
-                    f"Parts {a!r} and {b!r} overlap by {-c.dist / MM:.1f} mm at t=0.",
+                    f"{self._part(a)} and {self._part(b, lower=True)} overlap by "
+                    f"{-c.dist / MM:.1f} mm at t=0.",
                     0.0,
                     (a, b),
                 )
@@ -210,26 +240,10 @@ class Verdict:
         if blow_up is not None:
             why, culprits = blow_up
             return self._decide(FailureKind.PHYSICS_INSTABILITY, why, t, culprits)
-        if self.obj.bounds is not None:
-            for label, bid in self.movable_bodies:
-                p = d.xipos[bid] / MM
-                if not self.obj.bounds.contains(p):
-                    return self._decide(
-                        FailureKind.OUT_OF_BOUNDS,
-                        f"Part {label!r} left the bounds at t={t:.2f} s "
-                        f"(centre of mass at {_fmt(p)} mm).",
-                        t,
-                        (label,),
-                    )
-        for z in self.forbid_zones:
-            hit = self._touching(m, d, z)
-            if hit is not None:
-                return self._decide(
-                    FailureKind.FORBID_ZONE_HIT,
-                    f"Part {hit!r} touched the forbidden zone {z.name!r} at t={t:.2f} s.",
-                    t,
-                    (hit,),
-                )
+        if float(d.time) != self._checked_time:  # `step` has not seen this state
+            placed = self._placement(m, d)
+            if placed is not None:
+                return placed
         for name, a in self.scene.actuators.items():
             f = abs(float(d.actuator_force[a.actuator_id]))
             if f >= a.force_limit * (1 - 1e-6):
@@ -256,7 +270,7 @@ class Verdict:
                 if self.hold_s >= self.obj.goal_hold_s - 1e-9:
                     return self._decide(
                         None,
-                        f"Part {self.target.label!r} reached the goal and stayed "
+                        f"{self._part(self.target.label)} reached the goal and stayed "
                         f"{self.obj.goal_hold_s:g} s (t={t:.2f} s).",
                         t,
                         (self.target.label,),
@@ -265,6 +279,136 @@ class Verdict:
                 self.hold_s = 0.0
         return self.decision
 
+    def step(self, m: mujoco.MjModel, d: mujoco.MjData) -> Decision | None:
+        """Bounds and forbid zones after one physics step, along the path the step moved each
+        part (the loop calls it after every step when `per_step`). A step moves each body at
+        a constant velocity (MuJoCo integrates positions with the step's new velocities), so
+        the states between two steps are those of `mj_integratePos` over a fraction of it: a
+        part whose bounding sphere may have met a zone on the way is looked at along that
+        path, finely enough to see it touch a zone or a part as thin as either's thinnest
+        side."""
+        now = float(d.time)
+        if self._last_q is None:  # not started by `initial`: nothing to compare with
+            self._last_q = (now, d.qpos.copy())
+        state = self._state(d)
+        self._last_q = (now, d.qpos.copy())
+        prev = self._prev or state
+        self._prev = state
+        self._checked_time = now
+        if not np.isfinite(state.xpos).all():
+            return None  # `update` fails the run on it
+        out = self._out_of_bounds(d)
+        if out is not None or not self.forbid_zones or not self.watched_geoms.size:
+            return out
+        # Where each geom's centre can have been during the step, grown by its reach.
+        reach = self._reach[:, None]
+        seg_lo = np.minimum(prev.xpos, state.xpos) - reach
+        seg_hi = np.maximum(prev.xpos, state.xpos) + reach
+        for z in self.forbid_zones:
+            lo, hi = self._zone_box[z.name]
+            near = np.flatnonzero(np.all((seg_hi >= lo) & (seg_lo <= hi), axis=1))
+            if not near.size:
+                continue
+            zg = self.scene.zone_geoms[z.name]
+            for i in near:  # the state the kinematics show now
+                g = int(self.watched_geoms[i])
+                if mujoco.mj_geomDistance(m, d, g, zg, 0.01, self._fromto) <= 0.0:
+                    hit = self._geom_owner(m, g)
+                    return self._decide(
+                        FailureKind.FORBID_ZONE_HIT,
+                        f"{self._part(hit)} touched the forbidden zone {z.name!r} at "
+                        f"t={now:.2f} s.",
+                        now,
+                        (hit,),
+                    )
+            crossed = self._crossed(m, prev, state, z, near)
+            if crossed is not None:
+                hit, t = crossed
+                return self._decide(
+                    FailureKind.FORBID_ZONE_HIT,
+                    f"{self._part(hit)} touched the forbidden zone {z.name!r} at t={t:.3f} s "
+                    "(passing through it within one step).",
+                    t,
+                    (hit,),
+                )
+        return None
+
+    def _placement(self, m: mujoco.MjModel, d: mujoco.MjData) -> Decision | None:
+        """Bounds and forbid zones in the current state (when the loop does not call `step`)."""
+        t = float(d.time)
+        out = self._out_of_bounds(d)
+        if out is not None:
+            return out
+        for z in self.forbid_zones:
+            hit = self._touching(m, d, z)
+            if hit is not None:
+                return self._decide(
+                    FailureKind.FORBID_ZONE_HIT,
+                    f"{self._part(hit)} touched the forbidden zone {z.name!r} at t={t:.2f} s.",
+                    t,
+                    (hit,),
+                )
+        return None
+
+    def _out_of_bounds(self, d: mujoco.MjData) -> Decision | None:
+        if self.obj.bounds is None or not self._body_ids.size:
+            return None
+        com = d.xipos[self._body_ids] / MM
+        out = np.flatnonzero(~np.all((com >= self._bounds_lo) & (com <= self._bounds_hi), axis=1))
+        if not out.size:
+            return None
+        t = float(d.time)
+        label, p = self.movable_bodies[int(out[0])][0], com[int(out[0])]
+        return self._decide(
+            FailureKind.OUT_OF_BOUNDS,
+            f"{self._part(label)} left the bounds at t={t:.2f} s (centre of mass at {_fmt(p)} mm).",
+            t,
+            (label,),
+        )
+
+    def _state(self, d: mujoco.MjData) -> _StepState:
+        """The state the kinematics show (see `_last_q`)."""
+        assert self._last_q is not None
+        g = self.watched_geoms
+        t, q = self._last_q
+        return _StepState(t, q, d.geom_xpos[g], d.geom_xmat[g])  # fancy indexing copies
+
+    def _crossed(
+        self, m: mujoco.MjModel, a: _StepState, b: _StepState, z: Zone, near: np.ndarray
+    ) -> tuple[str, float] | None:
+        """The first of the `near` watched geoms that touched zone `z` between states `a` and
+        `b`, as its part's label and the time; None if none did."""
+        if a is b:
+            return None
+        if self._scratch is None:
+            self._scratch = mujoco.MjData(m)
+        scratch = self._scratch
+        g = self.watched_geoms[near]
+        lo, hi = self._zone_box[z.name]
+        # How far any point of each geom moves in the step (‖ΔR‖_F bounds the turn of any
+        # offset), and so how many states to look at: half the thinner of the zone and the
+        # geom per look.
+        turn = np.linalg.norm(b.xmat[near] - a.xmat[near], axis=1) * self._reach[near]
+        move = np.linalg.norm(b.xpos[near] - a.xpos[near], axis=1) + turn
+        thin = np.maximum(
+            np.minimum(float((hi - lo).min()), 2 * m.geom_aabb[g, 3:].min(axis=1)), 1e-4
+        )
+        n = int(min(MAX_SUBSTEPS, max(1, math.ceil(float((move / (0.5 * thin)).max())))))
+        if n == 1:
+            return None
+        dq = np.zeros(m.nv)
+        mujoco.mj_differentiatePos(m, dq, 1.0, a.qpos, b.qpos)
+        zg = self.scene.zone_geoms[z.name]
+        for k in range(1, n):
+            frac = k / n
+            scratch.qpos[:] = a.qpos
+            mujoco.mj_integratePos(m, scratch.qpos, dq, frac)
+            mujoco.mj_kinematics(m, scratch)
+            for gi in g:
+                if mujoco.mj_geomDistance(m, scratch, int(gi), zg, 0.01, self._fromto) <= 0.0:
+                    return self._geom_owner(m, int(gi)), a.time + frac * (b.time - a.time)
+        return None
+
     def final(self, d: mujoco.MjData) -> Decision:
         if self.decision is not None:
             return self.decision
@@ -272,7 +416,7 @@ class Verdict:
         if self.target is not None:
             return self._decide(
                 FailureKind.GOAL_NOT_REACHED,
-                f"Part {self.target.label!r} did not stay in the goal for "
+                f"{self._part(self.target.label)} did not stay in the goal for "
                 f"{self.obj.goal_hold_s:g} s (best hold {self.best_hold_s:.2f} s, closest "
                 f"{self.min_distance_mm:.1f} mm).",
                 t,
@@ -303,7 +447,7 @@ class Verdict:
         if speeds.size and speeds.max() > MAX_SPEED_M_S:
             label = self.movable_bodies[int(speeds.argmax())][0]
             return (
-                f"Part {label!r} reached {speeds.max():.0f} m/s at t={t:.2f} s; "
+                f"{self._part(label)} reached {speeds.max():.0f} m/s at t={t:.2f} s; "
                 "the simulation exploded."
             ), (label,)
         if self._body_ids.size:
@@ -311,7 +455,7 @@ class Verdict:
             if spin.max() > MAX_ANGULAR_SPEED_RAD_S:
                 label = self.movable_bodies[int(spin.argmax())][0]
                 return (
-                    f"Part {label!r} spun at {spin.max():.0f} rad/s at t={t:.2f} s (bound "
+                    f"{self._part(label)} spun at {spin.max():.0f} rad/s at t={t:.2f} s (bound "
                     f"{MAX_ANGULAR_SPEED_RAD_S:.0f} rad/s); the simulation exploded."
                 ), (label,)
         for j in range(m.njnt):
@@ -325,8 +469,8 @@ class Verdict:
                 name = self._joint_part(m, j)
                 unit = "rad/s" if hinge else "m/s"
                 return (
-                    f"The joint of part {name!r} moved at {v:.0f} {unit} at t={t:.2f} s (bound "
-                    f"{bound:.0f} {unit}); the simulation exploded."
+                    f"The joint of {self._part(name, lower=True)} moved at {v:.0f} {unit} at "
+                    f"t={t:.2f} s (bound {bound:.0f} {unit}); the simulation exploded."
                 ), (name,)
         if contact_force_n > MAX_CONTACT_FORCE_N:
             return (
@@ -366,6 +510,12 @@ class Verdict:
     def _geom_owner(self, m: mujoco.MjModel, g: int) -> str:
         return self._geom_label.get(g) or f"geom {g}"
 
+    def _part(self, label: str, *, lower: bool = False) -> str:
+        """A part as the reasons name it: the design's parts are "Part 'x'", the task's are
+        "Environment part 'x'" (design labels never shadow them: validate_geometry)."""
+        word = "Part" if self._source.get(label) == "design" else "Environment part"
+        return f"{word.lower() if lower else word} {label!r}"
+
     def _joint_part(self, m: mujoco.MjModel, j: int) -> str:
         return self._body_label.get(int(m.jnt_bodyid[j])) or f"joint {j}"
 
@@ -387,3 +537,19 @@ def _box_distance(p: np.ndarray, z: Zone) -> float:
 
 def _fmt(p: np.ndarray) -> str:
     return "(" + ", ".join(f"{c:.0f}" for c in p) + ")"
+
+
+MAX_SUBSTEPS = 1000
+"""Most states looked at between two steps for one zone (a part at 200 m/s, the instability
+bound, moves 0.4 m per 2 ms step: 800 looks at 0.5 mm)."""
+
+
+@dataclass(frozen=True)
+class _StepState:
+    """What `step` keeps of the previous state: its time, positions, and the watched geoms'
+    centres and orientations."""
+
+    time: float
+    qpos: np.ndarray
+    xpos: np.ndarray
+    xmat: np.ndarray

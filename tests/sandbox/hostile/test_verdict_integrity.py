@@ -5,6 +5,9 @@
 - energy hidden in a joint limit that excludes the starting pose;
 - an actuator that acts without a control, or beyond the task's caps;
 - a joint that switched off the task's obstacles;
+- contacts MuJoCo dropped when its arena overflowed (a sealed vault fell open);
+- a design label passing for the task's parts, a target that cannot move;
+- a part too fast for the checks between two of them.
 """
 
 from __future__ import annotations
@@ -90,8 +93,8 @@ def test_a_joint_range_that_excludes_the_start_is_refused(run_design: RunDesign)
     r = run_design(textwrap.dedent(SLIDE_KICK.format(range=(80, 81))))
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "The geometry was rejected: part 'kicker': its slide joint's range (80, 81) mm does not "
-        "contain its starting position, 0 mm."
+        "The geometry was rejected: design part 'kicker': its slide joint's range (80, 81) mm "
+        "does not contain its starting position, 0 mm."
     )
 
 
@@ -219,14 +222,8 @@ BEHIND_THE_WALL = {
 }
 
 
-@pytest.mark.parametrize("parent", ["wall", "world"])
-def test_a_joint_to_the_tasks_wall_does_not_switch_the_wall_off(
-    run_design: RunDesign, parent: str
-) -> None:
-    """Slide-jointed to the task's wall, a probe once slid through it into the goal: a child
-    body never collided with its parent. Jointed to the wall or to the world (the honest twin),
-    the probe now stops at the wall."""
-    r = run_design(
+def _probe(run_design: RunDesign, parent: str) -> SimulationResult:
+    return run_design(
         textwrap.dedent(PROBE.format(parent=parent)),
         environment={"code": textwrap.dedent(WALL)},
         objectives=BEHIND_THE_WALL,
@@ -235,5 +232,230 @@ def test_a_joint_to_the_tasks_wall_does_not_switch_the_wall_off(
             "controls": [{"actuator": "probe", "kind": "constant", "value": 0.5}],
         },
     )
+
+
+def test_a_joint_to_the_tasks_wall_is_refused(run_design: RunDesign) -> None:
+    """Slide-jointed to the task's wall, a probe once slid through it into the goal: a child
+    body never collided with its parent. A design joints only to the world or to its own
+    parts."""
+    r = _probe(run_design, "wall")
+    assert r.failure == FailureKind.INVALID_GEOMETRY
+    assert r.reason == (
+        "The geometry was rejected: design part 'probe' is jointed to environment part 'wall': "
+        'parts may be jointed only to "world" or to parts of their own design (it is fixed: '
+        'joint to "world" instead, with the same anchor).'
+    )
+
+
+def test_honest_twin_jointed_to_the_world_the_probe_stops_at_the_wall(
+    run_design: RunDesign,
+) -> None:
+    r = _probe(run_design, "world")
     assert r.failure in (FailureKind.GOAL_NOT_REACHED, FailureKind.MOTOR_OVERLOAD), r.reason
     assert r.metrics["parts"]["probe"]["final_position_mm"][0] < 75  # stopped at the wall (x 80)
+
+
+# --- the arena ------------------------------------------------------------------------------
+
+VAULT_OBJECTIVES = {
+    "target": "gem",
+    "goal_hold_s": 0.05,  # the gem falls through the goal too (the ground drops it as well)
+    "zones": [{"name": "below", "kind": "goal", "min": [-40, -40, 0], "max": [40, 40, 90]}],
+}
+
+
+def _vault(monkeypatch: pytest.MonkeyPatch, arena: int | None) -> SimulationResult:
+    """A gem on the fixed floor of a vault 100 mm above the goal, beside pebbles. With an arena
+    too small for the scene's contacts MuJoCo drops them for the step and warns, and the gem
+    falls through the floor into the goal. (The arena is sized for the scene, so a design can
+    no longer make it overflow at will; the test makes it small instead, in-process.)"""
+    from build123d import Box, Pos, Sphere
+
+    from common.models.simulation import Objectives, SimOptions
+    from worker.simulation import builder
+    from worker.utils.simulation import simulate_local
+
+    if arena is not None:
+        monkeypatch.setattr(builder, "arena_bytes", lambda geoms, dofs: arena)
+    floor = Pos(0, 0, 105) * Box(100, 100, 10)
+    floor.label = "vault"
+    gem = Pos(0, 0, 115.5) * Sphere(5)
+    gem.label = "gem"
+    pebbles = []  # more contacts on the vault floor beside the gem
+    for i in range(16):
+        b = Pos(-30 + 20 * (i % 4), -30 + 20 * (i // 4), 112.5) * Box(4, 4, 4)
+        b.label = f"pebble{i}"
+        pebbles.append(b)
+    pebbles = [p for p in pebbles if abs(p.center().X) + abs(p.center().Y) > 15]
+    return simulate_local(
+        [floor, gem, *pebbles],
+        SimOptions(render=False, duration_s=1.0),
+        Objectives.model_validate(VAULT_OBJECTIVES),
+        parts={"vault": {"fixed": True}},
+    )
+
+
+def test_contacts_dropped_by_a_full_arena_fail_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = _vault(monkeypatch, 40_000)
+    assert r.failure == FailureKind.PHYSICS_INSTABILITY
+    assert r.reason.startswith("The simulation is invalid at t="), r.reason
+    assert "mjWARN_CONTACTFULL" in r.reason
+
+
+def test_honest_twin_the_sealed_gem_stays_in_its_vault(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = _vault(monkeypatch, None)
+    assert r.failure == FailureKind.GOAL_NOT_REACHED, r.reason
+    assert r.metrics["mujoco_warnings"] == {}
+    assert r.metrics["parts"]["gem"]["final_position_mm"][2] > 100
+
+
+# --- labels and the target ------------------------------------------------------------------
+
+GEM_TASK = """
+from build123d import Box, Pos, Sphere
+PARTS = {"stand": {"fixed": True}}
+def build():
+    stand = Pos(300, 0, 10) * Box(40, 40, 20)
+    stand.label = "stand"
+    gem = Pos(300, 0, 30) * Sphere(10)
+    gem.label = "gem"
+    return [stand, gem]
+"""
+GEM_OBJECTIVES = {
+    "target": "gem",
+    "goal_hold_s": 0.3,
+    "zones": [
+        {"name": "goal", "kind": "goal", "min": [250, -50, 0], "max": [350, 50, 100]},
+        {"name": "pit", "kind": "forbid", "min": [-60, -60, 0], "max": [60, 60, 3]},
+    ],
+}
+
+
+def _labelled(label: str) -> str:
+    return f"""
+from build123d import Box, Pos
+def build():
+    b = Pos(0, 0, 50) * Box(20, 20, 20)  # dropped into the pit
+    b.label = {label!r}
+    return b
+"""
+
+
+@pytest.mark.parametrize("label", ["Gem", "GEM", "ｇｅｍ"])
+def test_a_design_label_shadowing_the_tasks_target_is_refused(
+    run_design: RunDesign, label: str
+) -> None:
+    """'Gem' beside the task's 'gem' would read as the target in every message. (A full-width
+    'ｇｅｍ' is no label at all: labels are [A-Za-z0-9_.:-].)"""
+    r = run_design(_labelled(label), environment={"code": GEM_TASK}, objectives=GEM_OBJECTIVES)
+    assert r.failure == FailureKind.INVALID_GEOMETRY
+    if label.isascii():
+        assert r.reason == (
+            f"The geometry was rejected: design part {label!r} takes the label of environment "
+            "part 'gem' (labels are compared case-folded and NFKC-normalised): a design may not "
+            "name or shadow the task's parts."
+        )
+    assert "Part 'gem'" not in r.reason
+
+
+def test_a_decoy_label_is_never_reported_as_the_tasks_part(run_design: RunDesign) -> None:
+    """A design part 'gem__decoy' that hit the pit was once reported as the task's 'gem'."""
+    r = run_design(
+        _labelled("gem__decoy"), environment={"code": GEM_TASK}, objectives=GEM_OBJECTIVES
+    )
+    assert r.failure == FailureKind.FORBID_ZONE_HIT
+    assert r.reason.startswith("Part 'gem__decoy' touched the forbidden zone 'pit' at t=")
+    assert r.metrics["runs"][0]["culprits"] == ["gem__decoy"]
+    assert r.metrics["parts"]["gem__decoy"]["source"] == "design"
+    assert r.metrics["parts"]["gem"]["source"] == "environment"
+
+
+def test_honest_twin_the_tasks_own_part_is_named_as_the_environments(
+    run_design: RunDesign,
+) -> None:
+    r = run_design(_labelled("pusher"), environment={"code": GEM_TASK}, objectives=GEM_OBJECTIVES)
+    assert r.failure == FailureKind.FORBID_ZONE_HIT  # the pusher fell into the pit
+    assert r.reason.startswith("Part 'pusher' touched the forbidden zone 'pit'")
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [{"fixed": True}, {"joint": {"type": "weld"}}],
+    ids=["fixed", "welded-to-the-world"],
+)
+def test_a_target_that_cannot_move_is_refused(run_design: RunDesign, meta: dict[str, Any]) -> None:
+    """A target fixed in place inside the goal would "hold" it from t=0."""
+    code = f"""
+from build123d import Box, Pos
+PARTS = {{"gem": {meta!r}}}
+def build():
+    gem = Pos(300, 0, 30) * Box(20, 20, 20)
+    gem.label = "gem"
+    return gem
+"""
+    objectives = {**GEM_OBJECTIVES, "zones": GEM_OBJECTIVES["zones"][:1]}
+    r = run_design(code, objectives=objectives)
+    assert r.failure == FailureKind.INVALID_GEOMETRY
+    assert r.reason == (
+        "The geometry was rejected: the task's target, design part 'gem', cannot move (it is "
+        "fixed or welded to the world), so it cannot be brought to the goal."
+    )
+
+
+def test_honest_twin_a_free_target_in_the_goal_holds_it(run_design: RunDesign) -> None:
+    code = """
+from build123d import Box, Pos
+def build():
+    gem = Pos(300, 0, 10) * Box(20, 20, 20)
+    gem.label = "gem"
+    return gem
+"""
+    objectives = {**GEM_OBJECTIVES, "zones": GEM_OBJECTIVES["zones"][:1]}
+    r = run_design(code, objectives=objectives)
+    assert r.failure is None, r.reason
+
+
+def test_a_part_labelled_world_is_refused(run_design: RunDesign) -> None:
+    """ "world" is what a joint's parent names for the world; MuJoCo once crashed on it."""
+    r = run_design(_labelled("world"))
+    assert r.failure == FailureKind.INVALID_GEOMETRY
+    assert r.reason == (
+        "The geometry was rejected: design part 'world': the label 'world' is reserved."
+    )
+
+
+# --- speed ----------------------------------------------------------------------------------
+
+SHEET = {"zones": [{"name": "sheet", "kind": "forbid", "min": [-200, -200, 100],
+                    "max": [200, 200, 101]}]}  # fmt: skip
+
+
+def _dropped_ball(run_design: RunDesign, height_mm: float, zone: dict[str, Any]) -> Any:
+    code = f"""
+from build123d import Pos, Sphere
+def build():
+    ball = Pos(0, 0, {height_mm}) * Sphere(2)
+    ball.label = "ball"
+    return ball
+"""
+    return run_design(code, objectives=zone, options={"duration_s": 1.5})
+
+
+@pytest.mark.parametrize("height_mm", [1200, 5000])
+def test_a_part_too_fast_for_the_checks_still_touches_a_thin_zone(
+    run_design: RunDesign, height_mm: float
+) -> None:
+    """Dropped from 1.2 m a ball passed a 1 mm forbid zone between two 10 ms checks; from 5 m
+    (9.8 m/s, 20 mm per 2 ms step) it passes it within one step."""
+    r = _dropped_ball(run_design, height_mm, SHEET)
+    assert r.failure == FailureKind.FORBID_ZONE_HIT, r.reason
+    assert r.reason.startswith("Part 'ball' touched the forbidden zone 'sheet' at t=")
+
+
+def test_honest_twin_a_fast_part_passing_beside_a_thin_zone_is_clear(
+    run_design: RunDesign,
+) -> None:
+    beside = {"zones": [{"name": "sheet", "kind": "forbid", "min": [3, -200, 50],
+                         "max": [4, 200, 4000]}]}  # fmt: skip
+    r = _dropped_ball(run_design, 5000, beside)  # 1 mm from the ball all the way down
+    assert r.failure is None, r.reason

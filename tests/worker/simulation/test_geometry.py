@@ -130,14 +130,30 @@ def test_joint_to_unknown_part_is_invalid() -> None:
 def test_design_may_not_grab_a_movable_environment_part() -> None:
     target = part("target", source="environment")
     claw = part("claw", meta={"joint": {"type": "weld", "parent": "target"}})
-    with pytest.raises(Failed, match="may not be jointed to environment part 'target'"):
+    with pytest.raises(Failed) as e:
         validate_geometry(Geometry(parts=[target, claw]))
+    assert e.value.reason == (
+        "The geometry was rejected: design part 'claw' is jointed to environment part 'target': "
+        'parts may be jointed only to "world" or to parts of their own design.'
+    )
 
 
-def test_design_may_mount_on_a_fixed_environment_part() -> None:
+def test_design_may_not_mount_on_a_fixed_environment_part_but_says_how() -> None:
+    """A joint exempts the pair from colliding; a fixed environment part is where the world
+    is, so "world" with the same anchor is the same joint and keeps the collisions."""
     table = part("table", source="environment", meta={"fixed": True})
     arm = part("arm", meta={"joint": {"type": "hinge", "parent": "table"}})
-    validate_geometry(Geometry(parts=[table, arm]))
+    with pytest.raises(Failed) as e:
+        validate_geometry(Geometry(parts=[table, arm]))
+    assert e.value.reason.endswith('(it is fixed: joint to "world" instead, with the same anchor).')
+
+
+def test_honest_twin_a_design_mounts_on_the_world_or_its_own_parts() -> None:
+    table = part("table", source="environment", meta={"fixed": True})
+    base = part("base", meta={"fixed": True})
+    arm = part("arm", meta={"joint": {"type": "hinge", "parent": "base"}})
+    post = part("post", meta={"joint": {"type": "hinge", "parent": "world"}})
+    validate_geometry(Geometry(parts=[table, base, arm, post]))
 
 
 def test_environment_may_not_joint_to_the_design() -> None:
@@ -235,7 +251,8 @@ def test_more_than_three_vertices_per_triangle_is_refused_before_decoding(
         validate_geometry(Geometry(parts=[part(solids=[m])]), max_vertices=2_000_000)
     assert e.value.kind == "INVALID_GEOMETRY"
     assert e.value.reason == (
-        "The geometry was rejected: part 'p' has a solid of 1000008 vertices for 12 triangles."
+        "The geometry was rejected: design part 'p' has a solid of 1000008 vertices for 12 "
+        "triangles."
     )
 
 
