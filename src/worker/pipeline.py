@@ -27,7 +27,7 @@ from worker.job.children import (
     policy_digest,
 )
 from worker.job.decompositions import DecompositionCache
-from worker.job.publish import collect, publish
+from worker.job.publish import artifact_prefix, collect, publish
 from worker.job.sources import Source, read_source
 from worker.job.workdir import JobDir
 from worker.progress import Progress, ProgressFn
@@ -68,11 +68,13 @@ def run_request(
     on_progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     sources: ArtifactStore | None = None,
+    prefix: str | None = None,
 ) -> SimulationResult:
     """Run one request. Returns a FAIL result for everything the submitted code caused; raises
     InvalidRequest (bad request), InfrastructureError (retryable fault) or, once `cancel` was
     set and every child is gone, JobCancelled. `s3://` sources are read from `sources`
-    (default: `store`). Every log line of the job (also from its build threads) carries the
+    (default: `store`). Artifacts go under `prefix` (default: the request id; see
+    `publish.artifact_prefix`). Every log line of the job (also from its build threads) carries the
     request id and the phase, and whatever the caller bound (workflow id, attempt)."""
     started = time.monotonic()
     with structlog.contextvars.bound_contextvars(request_id=request.request_id, phase="prepare"):
@@ -109,6 +111,7 @@ def run_request(
             geometry = jobdir.path / "geometry.json"
             return publish(
                 request_id=request.request_id,
+                prefix=prefix or artifact_prefix(request.request_id),
                 store=store,
                 files_dir=jobdir.path / "collected",
                 failure=failure,
@@ -207,7 +210,7 @@ def simulate(job: Job, geom: Geometry) -> PhysicsPayload:
     except ProtocolError as e:
         raise Failed(FailureKind.PROTOCOL_VIOLATION, f"The physics step: {e}.") from None
     if payload.status == "infra":
-        raise InfrastructureError(payload.message)
+        raise InfrastructureError(payload.message, cause="render")
     if payload.failure is None and not payload.reason:
         raise Failed(FailureKind.PROTOCOL_VIOLATION, "The physics step gave no verdict.")
     job.cache.store(geom, payload.decompositions)

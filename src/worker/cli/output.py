@@ -13,13 +13,15 @@ phase on stderr and the summary has no colour. Colour also stays off with `NO_CO
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
 from common.models.simulation import SimulationResult
+from worker.errors import InvalidRequest
 from worker.progress import Progress
 from worker.text import printable
 
@@ -32,11 +34,8 @@ def error(message: str) -> None:
 
 
 def validation_message(e: ValidationError) -> str:
-    lines = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "request"
-        lines.append(f"{loc}: {err['msg']}")
-    return "invalid request: " + "; ".join(lines)
+    """`invalid request: <field>: <what is wrong>; …` (the workflow says the same)."""
+    return InvalidRequest.from_validation(e).message
 
 
 PHASES = ("build", "compile", "simulate", "render", "store")
@@ -165,6 +164,35 @@ def emit(result: SimulationResult, as_json: bool) -> int:
     else:
         print_result(result)
     return EXIT_SUCCESS if result.outcome == "SUCCESS" else EXIT_FAIL
+
+
+def emit_loadtest(report: dict[str, Any], as_json: bool) -> None:
+    """A load test's report: one JSON object, or a few readable lines."""
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+        return
+    lat = report["latency_s"]
+    print(
+        f"{'PASSED' if report['ok'] else 'FAILED'}: {report['completed']}/{report['submitted']} "
+        f"completed ({report['hostile']} hostile), lost {report['lost']}, duplicated "
+        f"{report['duplicated']}, mismatches {report['mismatches']}, leaked {report['leaked']}"
+    )
+    print(
+        f"  latency p50 {lat['p50']} s, p95 {lat['p95']} s, max {lat['max']} s; "
+        f"{report['throughput_jobs_per_min']} jobs/min; wall {report['wall_s']} s"
+    )
+    for f in report["faults"]:
+        print(f"  fault {f['kind']} at {f['at_s']} s: {f['detail']}")
+    for w in report["workers_rss_mb"]:
+        print(f"  worker {w['pid']}: RSS {w['before']} → {w['after']} MB")
+    for key in ("lost_jobs", "duplicated_jobs", "mismatched_jobs"):
+        for item in report[key]:
+            print(f"  {key.removesuffix('_jobs')}: {json.dumps(item)}")
+    for kind, items in report["leaks"].items():
+        for item in items:
+            print(f"  leaked {kind}: {printable(item)}")
+    if report.get("dir"):
+        print(f"  logs and artifacts: {report['dir']}")
 
 
 def workflow_failure(e: BaseException) -> int:

@@ -47,6 +47,8 @@ SHEET_PANEL_MAX_W = 800
 class RenderError(InfrastructureError):
     """Offscreen rendering could not start (no EGL/OSMesa). An infrastructure fault."""
 
+    cause = "render"
+
 
 @dataclass(frozen=True)
 class View:

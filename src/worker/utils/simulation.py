@@ -17,7 +17,7 @@ from typing import Any
 
 from common.models.simulation import Objectives, SimOptions, SimulationResult
 from worker.errors import Failed
-from worker.job.publish import publish
+from worker.job.publish import artifact_prefix, publish
 from worker.owners import mark_owner
 from worker.progress import ProgressFn
 from worker.settings import Settings
@@ -82,6 +82,7 @@ def simulate_local(
         phases.update(outcome.metrics.get("phases_s", {}))
         return publish(
             request_id=request_id,
+            prefix=artifact_prefix(request_id),
             store=store,
             files_dir=out_dir,
             failure=outcome.failure,

@@ -563,3 +563,32 @@ def test_result_json_round_trip(
         versions={"simjail": "0.1.0"},
     )
     assert SimulationResult.model_validate_json(res.model_dump_json()) == res
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_result_metrics_are_finite_so_its_json_is_plain_json(bad: float) -> None:
+    """The pydantic data converter writes a NaN as a bare `NaN` token, which JSON parsers of
+    other languages refuse: a result never holds one, however deep."""
+    assert_rejected(
+        SimulationResult,
+        {
+            "outcome": "SUCCESS",
+            "reason": "ok",
+            "metrics": {"parts": {"a": {"mass_kg": [1.0, bad]}}},
+        },
+        "metrics",
+        "metrics.parts.a.mass_kg.1 is not a finite number",
+    )
+
+
+def test_result_carries_lasting_uris_beside_the_urls() -> None:
+    res = SimulationResult.model_validate(
+        {
+            "outcome": "SUCCESS",
+            "reason": "ok",
+            "artifact_urls": {"result": "https://s3.example/b/r/run/result.json?X-Amz-Signature=1"},
+            "artifact_uris": {"result": "s3://b/r/run/result.json"},
+        }
+    )
+    assert SimulationResult.model_validate_json(res.model_dump_json()) == res
+    assert res.artifact_uris["result"] == "s3://b/r/run/result.json"

@@ -63,7 +63,8 @@ def test_html_in_an_exception_message_stays_text_in_both_reports(
 ) -> None:
     r = run_design(f"def build():\n    raise ValueError({PAYLOAD!r})\n")
     assert r.failure == FailureKind.USER_CODE_ERROR
-    assert r.reason.startswith(f"ValueError: {PAYLOAD}")  # the reason keeps the words ...
+    # The reason keeps the words, quoted as the design's own ...
+    assert r.reason.startswith(f"The design's build failed: «ValueError: {PAYLOAD}")
     check_inert(r, new_browser, PAYLOAD)  # ... and the reports show them, as words
 
 
@@ -91,7 +92,8 @@ def test_html_in_a_part_label_is_refused_before_it_reaches_a_report(
     )
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "PARTS metadata is invalid at label: String should match pattern '^[A-Za-z0-9_.:-]+$'"
+        "The design's build failed: «PARTS metadata is invalid at label: String should match "
+        "pattern '^[A-Za-z0-9_.:-]+$'»"
     )
     md, page_url = reports(r)
     assert "onerror" not in md and "onerror" not in Path(urlparse(page_url).path).read_text()
