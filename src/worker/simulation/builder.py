@@ -29,7 +29,7 @@ from worker.simulation.geometry import (
     Primitive,
     allowed_deflection,
     can_move,
-    trusted_inertia,
+    trusted,
 )
 
 MM = 1e-3
@@ -114,13 +114,14 @@ def build_scene(
     (parents first), the zones, the actuators; compiled. Raises Failed (INVALID_GEOMETRY) when
     MuJoCo refuses it. `decomposer` holds the cached decompositions (default: none)."""
     decomposer = decomposer or Decomposer()
+    geom = trusted(geom)  # centres of mass and inertias from the meshes, not from the build
     spec = mujoco.MjSpec()
     _set_options(spec, options)
     _add_world(spec, floor=objectives.floor)
     solid_mm = _add_parts(spec, geom, decomposer)
     for z in objectives.zones:
         _add_zone(spec.worldbody, z)
-    controlled = {c.actuator for c in options.controls}
+    controlled = {c.actuator for c in [*options.controls, *objectives.controls]}
     _add_actuators(spec, geom, controlled)
     spec.memory = arena_bytes(
         sum(1 for g in spec.geoms if g.contype or g.conaffinity), 6 * len(geom.parts)
@@ -135,7 +136,7 @@ def build_scene(
         spec=spec,
         parts=_part_infos(model, geom),
         zone_geoms={
-            z.name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"zone:{z.name}")
+            z.name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"zone/{z.name}")
             for z in objectives.zones
         },
         actuators=_actuator_infos(model, geom, controlled),
@@ -287,20 +288,17 @@ def _add_body(
     tessellation: Tessellation,
 ) -> tuple[mujoco.MjsBody, list[NDArray[np.float64]]]:
     """The part's body at its centre of mass, with its mass and inertia, its joint, and each
-    solid's geoms (which never contribute mass). The mass is the density times the CAD volume
-    and the frame sits at the CAD centre of mass, both checked against the mesh by
-    validate_geometry; the inertia is `trusted_inertia`: the CAD figure only where the mesh
-    agrees with it."""
+    solid's geoms (which never contribute mass). `p` is `trusted_part`'s: the frame sits at its
+    meshes' centroid, the inertia is the CAD figure only where the mesh agrees with it, and the
+    mass is the density times the CAD volume (checked against the mesh by validate_geometry)."""
     com = np.array(p.com_mm) * MM
     body = parent.add_body(name=p.label, pos=(com - parent_com_m).tolist())
     body.explicitinertial = True
     body.mass = p.mass_kg
     body.ipos = [0.0, 0.0, 0.0]
-    meshes = [m.arrays() for m in p.solids]
     # mm⁵ × kg/m³ → kg·mm² (×1e-9) → kg·m² (×1e-6)
-    tensor = trusted_inertia(p, meshes) * p.density * 1e-15
-    body.fullinertia = [tensor[0, 0], tensor[1, 1], tensor[2, 2],
-                        tensor[0, 1], tensor[0, 2], tensor[1, 2]]  # fmt: skip
+    body.fullinertia = [i * p.density * 1e-15 for i in p.inertia_mm5]
+    meshes = [m.arrays() for m in p.solids]
     _add_joint(body, p)
     rgba = list(p.color or (0.7, 0.7, 0.7, 1.0))
     surface: dict[str, Any] = {
@@ -313,27 +311,28 @@ def _add_body(
     vertices = []
     for si, (m, (v, t)) in enumerate(zip(p.solids, meshes, strict=True)):
         vertices.append(v)
-        name = f"{p.label}__solid{si}"
+        name = f"{p.label}#solid{si}"  # '#' and '/' are in no label or zone name (Name):
+        # no label can make a name of ours twice (a part 'zone:a' once met a zone 'a__solid0')
         if m.primitive is not None:  # checked against the mesh by validate_geometry
             _add_primitive(body, name, m.primitive, com, rgba, surface)
             decomposer.stats["primitive"] += 1
             continue
         spec.add_mesh(
-            name=f"{name}_mesh", uservert=((v * MM) - com).ravel().tolist(),
+            name=f"{name}#mesh", uservert=((v * MM) - com).ravel().tolist(),
             userface=t.ravel().tolist(),
         )  # fmt: skip
         delta = allowed_deflection(tessellation, float(np.linalg.norm(v.max(0) - v.min(0))))
         pieces = decomposer.pieces(p.label, si, m, v, t, delta)
         if pieces is None:  # convex (or the hull fallback): the mesh collides as its hull
-            body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=f"{name}_mesh",
+            body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=f"{name}#mesh",
                           rgba=rgba, **surface)  # fmt: skip
             continue
-        body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=f"{name}_mesh",
+        body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=f"{name}#mesh",
                       rgba=rgba, contype=0, conaffinity=0, mass=0.0)  # fmt: skip
         for k_, piece in enumerate(pieces):
-            spec.add_mesh(name=f"{name}_piece{k_}", uservert=((piece * MM) - com).ravel().tolist())
-            body.add_geom(name=f"{name}_piece{k_}", type=mujoco.mjtGeom.mjGEOM_MESH,
-                          meshname=f"{name}_piece{k_}", rgba=[*rgba[:3], 0.0],
+            spec.add_mesh(name=f"{name}#piece{k_}", uservert=((piece * MM) - com).ravel().tolist())
+            body.add_geom(name=f"{name}#piece{k_}", type=mujoco.mjtGeom.mjGEOM_MESH,
+                          meshname=f"{name}#piece{k_}", rgba=[*rgba[:3], 0.0],
                           group=PIECE_GROUP, **surface)  # fmt: skip
     return body, vertices
 
@@ -465,7 +464,7 @@ def _ctrl_scale(p: Part) -> float:
 def _add_zone(world: mujoco.MjsBody, z: Zone) -> None:
     lo, hi = np.array(z.min) * MM, np.array(z.max) * MM
     world.add_geom(
-        name=f"zone:{z.name}",
+        name=f"zone/{z.name}",
         type=mujoco.mjtGeom.mjGEOM_BOX,
         pos=((lo + hi) / 2).tolist(),
         size=((hi - lo) / 2).tolist(),

@@ -284,16 +284,24 @@ def who(p: Part) -> str:
     return f"{p.source} part {p.label!r}"
 
 
+MIN_TRAVEL = 0.1
+"""The narrowest range (mm for a slide, degrees for a hinge) that counts as a degree of
+freedom: a range of (0, 1e-9) is a weld by another name (it once held a target in mid-air)."""
+
+
 def can_move(p: Part, by_label: dict[str, Part]) -> bool:
     """Whether the part has a degree of freedom, its own or an ancestor's: not fixed, and not
-    welded (through any chain of welds) to the world or to a fixed part."""
+    welded, or locked by a range narrower than MIN_TRAVEL, (through any chain of them) to the
+    world or to a fixed part."""
     cur: Part | None = p
     while cur is not None:
         if cur.meta.fixed:
             return False
         j = cur.meta.joint
-        if j is None or j.type != "weld":
-            return True  # a free joint, a hinge or a slide
+        if j is None:
+            return True  # a free joint
+        if j.type != "weld" and (j.range is None or j.range[1] - j.range[0] >= MIN_TRAVEL):
+            return True  # a hinge or a slide with room to move
         cur = None if j.parent == "world" else by_label[j.parent]
     return False
 
@@ -420,8 +428,9 @@ def _check_target(target: str, by_label: dict[str, Part]) -> None:
         )
     if not can_move(p, by_label):
         raise _invalid(
-            f"the task's target, {who(p)}, cannot move (it is fixed or welded to the world), "
-            "so it cannot be brought to the goal"
+            f"the task's target, {who(p)}, cannot move (it is fixed, welded or locked by a "
+            f"joint range narrower than {MIN_TRAVEL:g} mm or {MIN_TRAVEL:g}° to the world), so "
+            "it cannot be brought to the goal"
         )
 
 
@@ -542,6 +551,12 @@ def _check_joint(p: Part, j: Joint, caps: ActuatorCaps) -> None:
     gains, control range, force limit and overload time stay within the caps: an overload time
     of an hour would switch MOTOR_OVERLOAD off."""
     unit = "°" if j.type == "hinge" else " mm"
+    if j.damping > caps.max_damping:
+        per = "N·m per rad/s" if j.type == "hinge" else "N per mm/s"
+        raise _invalid(
+            f"{who(p)}: its joint's damping {j.damping:g} {per} is above the task's cap of "
+            f"{caps.max_damping:g} (a damper that strong is a lock)"
+        )
     if j.range is not None and not j.range[0] <= 0.0 <= j.range[1]:
         raise _invalid(
             f"{who(p)}: its {j.type} joint's range ({j.range[0]:g}, {j.range[1]:g})"
@@ -613,6 +628,30 @@ def trusted_inertia(
     off = float(np.linalg.norm(claimed - mesh)) / max(float(np.linalg.norm(mesh)), 1e-12)
     allowed = INERTIA_AGREEMENT + INERTIA_PER_VOLUME * min(abs(1 - 1 / scale), INERTIA_VOLUME_CAP)
     return claimed if off <= allowed else mesh
+
+
+def trusted_part(p: Part) -> Part:
+    """The part as the physics takes it: its centre of mass the centroid of its meshes (the
+    shape that collides), its inertia `trusted_inertia` about that point. The claimed centre
+    of mass is only checked, to what the tessellation explains, which on a thin rod or plate is
+    a third of its length: a forged one kept a tilted rod standing (and moved the inertia with
+    it). The claimed volume stays (the mass is density × volume, and the design chooses the
+    density anyway)."""
+    meshes = [m.arrays() for m in p.solids]
+    volume, moment = 0.0, np.zeros(3)
+    for v, t in meshes:
+        vol, mom = _enclosed(v, t)
+        volume, moment = volume + vol, moment + mom
+    com = moment / volume
+    centred = p.model_copy(update={"com_mm": (float(com[0]), float(com[1]), float(com[2]))})
+    tensor = trusted_inertia(centred, meshes)
+    inertia = (tensor[0, 0], tensor[1, 1], tensor[2, 2], tensor[0, 1], tensor[0, 2], tensor[1, 2])
+    return centred.model_copy(update={"inertia_mm5": tuple(float(x) for x in inertia)})
+
+
+def trusted(geom: Geometry) -> Geometry:
+    """`geom` with every part's physical properties from trusted code (`trusted_part`)."""
+    return geom.model_copy(update={"parts": [trusted_part(p) for p in geom.parts]})
 
 
 def check_primitive(

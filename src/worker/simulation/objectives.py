@@ -3,9 +3,15 @@
 The first decisive event wins and is latched: a failure (forbid zone touched, a part out of
 bounds, divergence, a motor held at its force limit too long) or a success (the target's centre of
 mass held inside a goal zone for `goal_hold_s`). `stop_on_decision` only ends the run at that
-moment; it never changes the verdict. Most rules are checked every `check_every_s` of simulated
-time (`update`); where a part may be (forbid zones, bounds) after every physics step, along the
-path the step moved it (`step`), so that a fast part cannot pass a thin zone between two checks.
+moment; it never changes the verdict.
+
+The rules are checked after every physics step (`step`), and along the path the step moved each
+part: MuJoCo moves every joint at a constant velocity within a step (it integrates positions
+with the step's new velocities), so the states in between are `mj_integratePos` of the earlier
+state over a fraction of the step, and a part too fast to be seen in a zone at any step is seen
+passing through it; a target must stay in the goal all along, not only at the steps. Only the
+contact-force bound, which needs a scan of the contacts, waits for `update`, every
+`check_every_s` of simulated time.
 
 Besides the latched Decision, the Verdict keeps a short log of every rule that fired (`events`,
 the first time each rule fired for each part), including those after the decision, which did
@@ -15,6 +21,7 @@ not count: what the report shows as "the rules that fired and when".
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import mujoco
@@ -23,6 +30,7 @@ import numpy as np
 from common.models.simulation import FailureKind, Objectives, Zone
 from worker.errors import Failure
 from worker.simulation.builder import MM, Scene
+from worker.text import quoted
 
 PENETRATION_TOLERANCE_MM = 0.5
 """Start-up overlap allowed between parts (tessellation of touching faces)."""
@@ -97,17 +105,22 @@ class Event:
 
 
 class Verdict:
-    """Tracks one run. Call `initial` after mj_forward at t=0, `update` after each chunk, and
-    `final` at the end; all return the latched Decision once there is one."""
+    """Tracks one run. Call `initial` after mj_forward at t=0, `step` after every physics step,
+    `update` every check with the largest contact force, `halt` if MuJoCo cannot go on, and
+    `final` after the last step's mj_forward; all return the latched Decision once there is
+    one."""
 
     def __init__(self, scene: Scene, objectives: Objectives) -> None:
         self.scene = scene
         self.obj = objectives
         self.decision: Decision | None = None
+        self.halted = False
+        """MuJoCo stopped (`halt`): the run cannot go on."""
         self.goal_zones = [z for z in objectives.zones if z.kind == "goal"]
         self.forbid_zones = [z for z in objectives.zones if z.kind == "forbid"]
         self.build_zones = [z for z in objectives.zones if z.kind == "build"]
         self.target = scene.parts[objectives.target] if objectives.target else None
+        m = scene.model
         # Parts that can touch a forbid zone: everything but the environment's fixed fixtures.
         self.watched_geoms = np.array(
             [
@@ -128,37 +141,43 @@ class Verdict:
         self.best_hold_s = 0.0
         self.goal_reached_at: float | None = None
         self.min_distance_mm = math.inf
-        self.overload_s = {name: 0.0 for name in scene.actuators}
         self._fromto = np.zeros(6)
         self._body_ids = np.array([b for _, b in self.movable_bodies], dtype=np.int64)
-        self._last_com: np.ndarray | None = None
         self.max_speed_m_s = np.zeros(len(self.movable_bodies))
-        self.speeds_m_s = np.zeros(len(self.movable_bodies))
-        """Each movable part's speed at the last check (for the plots)."""
+        self._peak_m_s = np.zeros(len(self.movable_bodies))
         self.events: list[Event] = []
         self._fired: set[tuple[str, tuple[str, ...]]] = set()
-        # Where a part may be is checked after every step (`step`), along the path the step
-        # moved it, when there is a forbid zone or bounds: at one check every 10 ms, a part
-        # dropped from 1.2 m went through a 1 mm forbid zone unseen.
-        self.per_step = bool(self.forbid_zones) or objectives.bounds is not None
+        # Per step, vectorised: the geoms' bodies and radii, the joints' speeds, the
+        # actuators' limits, the zones' boxes (m), the bounds (mm).
+        self._geom_body = m.geom_bodyid[self.watched_geoms]
+        self._rbound = m.geom_rbound[self.watched_geoms]
+        self._thin = 2 * m.geom_aabb[self.watched_geoms, 3:].min(axis=1) if m.ngeom else None
+        hinge, slide = int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)
+        joints = [j for j in range(m.njnt) if int(m.jnt_type[j]) in (hinge, slide)]
+        self._joint_dof = np.array([m.jnt_dofadr[j] for j in joints], dtype=np.int64)
+        self._joint_bound = np.array(
+            [
+                MAX_ANGULAR_SPEED_RAD_S if int(m.jnt_type[j]) == hinge else MAX_SPEED_M_S
+                for j in joints
+            ]
+        )
+        self._joint_names = [(self._joint_part(m, j), int(m.jnt_type[j]) == hinge) for j in joints]
+        self._actuators = list(scene.actuators.values())
+        self._act_ids = np.array([a.actuator_id for a in self._actuators], dtype=np.int64)
+        self._act_limit = np.array([a.force_limit for a in self._actuators]) * OVERLOAD_FRACTION
+        self.overload_s = np.zeros(len(self._actuators))
+        self._below_s = np.zeros(len(self._actuators))
         self._zone_box = {
-            z.name: (np.array(z.min) * MM, np.array(z.max) * MM) for z in self.forbid_zones
+            z.name: (np.array(z.min) * MM, np.array(z.max) * MM)
+            for z in self.forbid_zones + self.goal_zones
         }
-        self._prev: _StepState | None = None
-        g = self.watched_geoms
-        m = scene.model
-        # How far from its centre a watched geom reaches during a step: its bounding sphere,
-        # plus twice its offset from its body's centre of mass (which the body turns about).
-        self._reach = m.geom_rbound[g] + 2 * np.linalg.norm(m.geom_pos[g], axis=1)
         bounds = objectives.bounds
-        self._bounds_lo = np.array(bounds.min) if bounds is not None else np.zeros(3)
-        self._bounds_hi = np.array(bounds.max) if bounds is not None else np.zeros(3)
-        self._last_q: tuple[float, np.ndarray] | None = None
-        """The time and positions of the state before the last step: the state that the
-        kinematics (geom_xpos, xipos) show after `mj_step`, which computes them before it
-        integrates."""
+        self._bounds = (np.array(bounds.min), np.array(bounds.max)) if bounds else None
+        self._last: tuple[float, np.ndarray, np.ndarray] | None = None
+        """Time, qpos and qvel of the state the kinematics show: after `mj_step` the one before
+        it (MuJoCo computes positions and velocities of bodies before it integrates)."""
+        self._prev: _Pose | None = None
         self._scratch: mujoco.MjData | None = None
-        self._checked_time = -1.0
 
     # --- events ------------------------------------------------------------------------------
 
@@ -189,8 +208,8 @@ class Verdict:
     def initial(self, m: mujoco.MjModel, d: mujoco.MjData) -> Decision | None:
         """Build zone and start-up interpenetration, at t = 0 (after mj_forward, so the
         kinematics are those of d.qpos)."""
-        self._last_q = (float(d.time), d.qpos.copy())
-        self._prev = self._state(d)
+        self._last = (float(d.time), d.qpos.copy(), d.qvel.copy())
+        self._prev = self._pose(d, *self._last)
         if self.build_zones:
             for label, verts in self.scene.solid_mm.items():
                 if self.scene.parts[label].source != "design":
@@ -230,186 +249,60 @@ class Verdict:
                 )
         return None
 
+    def step(self, m: mujoco.MjModel, d: mujoco.MjData) -> Decision | None:
+        """Every rule but the contact force, after one `mj_step`, for the state before it (the
+        one its kinematics show) and along the path from the state before that."""
+        now = (float(d.time), d.qpos.copy(), d.qvel.copy())
+        if self._last is None:  # not started by `initial`
+            self._last = now
+        pose = self._pose(d, *self._last)
+        self._last = now
+        return self._advance_to(m, d, pose)
+
     def update(
         self, m: mujoco.MjModel, d: mujoco.MjData, dt: float, contact_force_n: float = 0.0
     ) -> Decision | None:
-        """Check every rule once; `dt` is the simulated time since the previous call and
-        `contact_force_n` the largest contact normal force now."""
-        t = float(d.time)
-        blow_up = self._blow_up(m, d, dt, contact_force_n, t)
-        if blow_up is not None:
-            why, culprits = blow_up
-            return self._decide(FailureKind.PHYSICS_INSTABILITY, why, t, culprits)
-        if float(d.time) != self._checked_time:  # `step` has not seen this state
-            placed = self._placement(m, d)
-            if placed is not None:
-                return placed
-        for name, a in self.scene.actuators.items():
-            f = abs(float(d.actuator_force[a.actuator_id]))
-            if f >= a.force_limit * (1 - 1e-6):
-                self.overload_s[name] += dt
-                if self.overload_s[name] > a.overload_s:
-                    return self._decide(
-                        FailureKind.MOTOR_OVERLOAD,
-                        f"Actuator {name!r} was held at its {a.force_limit:g} force limit for "
-                        f"more than {a.overload_s:g} s (t={t:.2f} s).",
-                        t,
-                        (name,),
-                    )
-            else:
-                self.overload_s[name] = 0.0
-        if self.target is not None:
-            p = d.xipos[self.target.body_id] / MM
-            dist = goal_distance_mm(p, self.goal_zones)
-            self.min_distance_mm = min(self.min_distance_mm, dist)
-            if dist == 0.0:
-                self.hold_s += dt
-                self.best_hold_s = max(self.best_hold_s, self.hold_s)
-                if self.goal_reached_at is None:
-                    self.goal_reached_at = t
-                if self.hold_s >= self.obj.goal_hold_s - 1e-9:
-                    return self._decide(
-                        None,
-                        f"{self._part(self.target.label)} reached the goal and stayed "
-                        f"{self.obj.goal_hold_s:g} s (t={t:.2f} s).",
-                        t,
-                        (self.target.label,),
-                    )
-            else:
-                self.hold_s = 0.0
+        """The contact-force bound, every check: `contact_force_n` is the largest contact
+        normal force now (`dt`, the simulated time since the previous check, is not needed
+        any more and kept for the callers)."""
+        if contact_force_n > MAX_CONTACT_FORCE_N:
+            t = float(d.time)
+            return self._decide(
+                FailureKind.PHYSICS_INSTABILITY,
+                f"A contact force reached {contact_force_n:.3g} N at t={t:.2f} s (bound "
+                f"{MAX_CONTACT_FORCE_N:.0e} N): parts are jammed into each other and the solver "
+                "diverged.",
+                t,
+            )
         return self.decision
 
-    def step(self, m: mujoco.MjModel, d: mujoco.MjData) -> Decision | None:
-        """Bounds and forbid zones after one physics step, along the path the step moved each
-        part (the loop calls it after every step when `per_step`). A step moves each body at
-        a constant velocity (MuJoCo integrates positions with the step's new velocities), so
-        the states between two steps are those of `mj_integratePos` over a fraction of it: a
-        part whose bounding sphere may have met a zone on the way is looked at along that
-        path, finely enough to see it touch a zone or a part as thin as either's thinnest
-        side."""
-        now = float(d.time)
-        if self._last_q is None:  # not started by `initial`: nothing to compare with
-            self._last_q = (now, d.qpos.copy())
-        state = self._state(d)
-        self._last_q = (now, d.qpos.copy())
-        prev = self._prev or state
-        self._prev = state
-        self._checked_time = now
-        if not np.isfinite(state.xpos).all():
-            return None  # `update` fails the run on it
-        out = self._out_of_bounds(d)
-        if out is not None or not self.forbid_zones or not self.watched_geoms.size:
-            return out
-        # Where each geom's centre can have been during the step, grown by its reach.
-        reach = self._reach[:, None]
-        seg_lo = np.minimum(prev.xpos, state.xpos) - reach
-        seg_hi = np.maximum(prev.xpos, state.xpos) + reach
-        for z in self.forbid_zones:
-            lo, hi = self._zone_box[z.name]
-            near = np.flatnonzero(np.all((seg_hi >= lo) & (seg_lo <= hi), axis=1))
-            if not near.size:
-                continue
-            zg = self.scene.zone_geoms[z.name]
-            for i in near:  # the state the kinematics show now
-                g = int(self.watched_geoms[i])
-                if mujoco.mj_geomDistance(m, d, g, zg, 0.01, self._fromto) <= 0.0:
-                    hit = self._geom_owner(m, g)
-                    return self._decide(
-                        FailureKind.FORBID_ZONE_HIT,
-                        f"{self._part(hit)} touched the forbidden zone {z.name!r} at "
-                        f"t={now:.2f} s.",
-                        now,
-                        (hit,),
-                    )
-            crossed = self._crossed(m, prev, state, z, near)
-            if crossed is not None:
-                hit, t = crossed
-                return self._decide(
-                    FailureKind.FORBID_ZONE_HIT,
-                    f"{self._part(hit)} touched the forbidden zone {z.name!r} at t={t:.3f} s "
-                    "(passing through it within one step).",
-                    t,
-                    (hit,),
-                )
-        return None
+    def peak_speeds_m_s(self) -> np.ndarray:
+        """Each movable part's top speed since the last call (the plots: a peak between two
+        samples survives)."""
+        peak = self._peak_m_s.copy()
+        self._peak_m_s[:] = 0.0
+        return peak
 
-    def _placement(self, m: mujoco.MjModel, d: mujoco.MjData) -> Decision | None:
-        """Bounds and forbid zones in the current state (when the loop does not call `step`)."""
+    def halt(self, d: mujoco.MjData, error: Exception) -> Decision:
+        """MuJoCo raised instead of stepping (it ran out of arena memory for the step's
+        contacts and constraints, say): the run ends here, invalid."""
+        self.halted = True
         t = float(d.time)
-        out = self._out_of_bounds(d)
-        if out is not None:
-            return out
-        for z in self.forbid_zones:
-            hit = self._touching(m, d, z)
-            if hit is not None:
-                return self._decide(
-                    FailureKind.FORBID_ZONE_HIT,
-                    f"{self._part(hit)} touched the forbidden zone {z.name!r} at t={t:.2f} s.",
-                    t,
-                    (hit,),
-                )
-        return None
+        if "out of memory" in str(error) or "stack overflow" in str(error):
+            why = (
+                f"The simulation is invalid at t={t:.2f} s: MuJoCo ran out of memory for the "
+                f"contacts and constraints of a step ({d.ncon} contacts); the parts press on "
+                "each other in more places than the physics can hold."
+            )
+        else:
+            why = f"MuJoCo stopped the simulation at t={t:.2f} s: {quoted(str(error), 300)}."
+        return self._decide(FailureKind.PHYSICS_INSTABILITY, why, t)
 
-    def _out_of_bounds(self, d: mujoco.MjData) -> Decision | None:
-        if self.obj.bounds is None or not self._body_ids.size:
-            return None
-        com = d.xipos[self._body_ids] / MM
-        out = np.flatnonzero(~np.all((com >= self._bounds_lo) & (com <= self._bounds_hi), axis=1))
-        if not out.size:
-            return None
-        t = float(d.time)
-        label, p = self.movable_bodies[int(out[0])][0], com[int(out[0])]
-        return self._decide(
-            FailureKind.OUT_OF_BOUNDS,
-            f"{self._part(label)} left the bounds at t={t:.2f} s (centre of mass at {_fmt(p)} mm).",
-            t,
-            (label,),
-        )
-
-    def _state(self, d: mujoco.MjData) -> _StepState:
-        """The state the kinematics show (see `_last_q`)."""
-        assert self._last_q is not None
-        g = self.watched_geoms
-        t, q = self._last_q
-        return _StepState(t, q, d.geom_xpos[g], d.geom_xmat[g])  # fancy indexing copies
-
-    def _crossed(
-        self, m: mujoco.MjModel, a: _StepState, b: _StepState, z: Zone, near: np.ndarray
-    ) -> tuple[str, float] | None:
-        """The first of the `near` watched geoms that touched zone `z` between states `a` and
-        `b`, as its part's label and the time; None if none did."""
-        if a is b:
-            return None
-        if self._scratch is None:
-            self._scratch = mujoco.MjData(m)
-        scratch = self._scratch
-        g = self.watched_geoms[near]
-        lo, hi = self._zone_box[z.name]
-        # How far any point of each geom moves in the step (‖ΔR‖_F bounds the turn of any
-        # offset), and so how many states to look at: half the thinner of the zone and the
-        # geom per look.
-        turn = np.linalg.norm(b.xmat[near] - a.xmat[near], axis=1) * self._reach[near]
-        move = np.linalg.norm(b.xpos[near] - a.xpos[near], axis=1) + turn
-        thin = np.maximum(
-            np.minimum(float((hi - lo).min()), 2 * m.geom_aabb[g, 3:].min(axis=1)), 1e-4
-        )
-        n = int(min(MAX_SUBSTEPS, max(1, math.ceil(float((move / (0.5 * thin)).max())))))
-        if n == 1:
-            return None
-        dq = np.zeros(m.nv)
-        mujoco.mj_differentiatePos(m, dq, 1.0, a.qpos, b.qpos)
-        zg = self.scene.zone_geoms[z.name]
-        for k in range(1, n):
-            frac = k / n
-            scratch.qpos[:] = a.qpos
-            mujoco.mj_integratePos(m, scratch.qpos, dq, frac)
-            mujoco.mj_kinematics(m, scratch)
-            for gi in g:
-                if mujoco.mj_geomDistance(m, scratch, int(gi), zg, 0.01, self._fromto) <= 0.0:
-                    return self._geom_owner(m, int(gi)), a.time + frac * (b.time - a.time)
-        return None
-
-    def final(self, d: mujoco.MjData) -> Decision:
+    def final(self, m: mujoco.MjModel, d: mujoco.MjData) -> Decision:
+        """After the last step and an mj_forward: the last stretch of path, then the verdict
+        only the end can give."""
+        if not self.halted:
+            self._advance_to(m, d, self._pose(d, float(d.time), d.qpos.copy(), d.qvel.copy()))
         if self.decision is not None:
             return self.decision
         t = float(d.time)
@@ -424,14 +317,64 @@ class Verdict:
             )
         return self._decide(None, f"The simulation ran {t:.2f} s and stayed stable.", t)
 
-    # --- helpers ------------------------------------------------------------------------------
+    # --- one step ----------------------------------------------------------------------------
+
+    def _pose(self, d: mujoco.MjData, t: float, qpos: np.ndarray, qvel: np.ndarray) -> _Pose:
+        """The state whose kinematics `d` shows (time, positions and velocities given): the
+        watched geoms' centres and speeds, the movable parts' centre-of-mass speeds and spins,
+        the target's centre of mass."""
+        g, gb = self.watched_geoms, self._geom_body
+        xpos = d.geom_xpos[g]
+        spin = np.linalg.norm(d.cvel[gb, :3], axis=1)
+        gspeed = np.linalg.norm(_point_velocity(d, gb, xpos), axis=1)
+        b = self._body_ids
+        com_speed = np.linalg.norm(_point_velocity(d, b, d.xipos[b]), axis=1)
+        body_spin = np.linalg.norm(d.cvel[b, :3], axis=1)
+        target = d.xipos[self.target.body_id].copy() if self.target is not None else None
+        return _Pose(t, qpos, qvel, xpos, gspeed, spin, com_speed, body_spin, target)
+
+    def _advance_to(self, m: mujoco.MjModel, d: mujoco.MjData, b: _Pose) -> Decision | None:
+        """The rules for state `b`, which `d`'s kinematics show, and the path to it from the
+        previous one, in the order of the README's table."""
+        a = self._prev or b
+        self._prev = b
+        dt = b.time - a.time
+        blow_up = self._blow_up(m, d, b)
+        if blow_up is not None:
+            why, culprits = blow_up
+            return self._decide(FailureKind.PHYSICS_INSTABILITY, why, b.time, culprits)
+        out = self._out_of_bounds(d, b.time)
+        if out is not None:
+            return out
+        for z in self.forbid_zones:
+            hit = self._forbid_touch(m, d, a, b, z)
+            if hit is not None:
+                label, t, within = hit
+                return self._decide(
+                    FailureKind.FORBID_ZONE_HIT,
+                    f"{self._part(label)} touched the forbidden zone {z.name!r} at "
+                    + (
+                        f"t={t:.3f} s (passing through it within one step)."
+                        if within
+                        else f"t={t:.2f} s."
+                    ),
+                    t,
+                    (label,),
+                )
+        overloaded = self._overload(d, dt, b.time)
+        if overloaded is not None:
+            return overloaded
+        if self.target is not None and dt > 0:
+            return self._goal(m, a, b)
+        return self.decision
 
     def _blow_up(
-        self, m: mujoco.MjModel, d: mujoco.MjData, dt: float, contact_force_n: float, t: float
+        self, m: mujoco.MjModel, d: mujoco.MjData, b: _Pose
     ) -> tuple[str, tuple[str, ...]] | None:
         """Why the state has left physics (one sentence) and the parts to blame, or None: a
         MuJoCo warning (any of them), NaN, a part's centre of mass, a body's spin or a joint
-        beyond the documented bounds, or a contact force beyond MAX_CONTACT_FORCE_N."""
+        beyond the documented bounds. (The contact force: `update`.)"""
+        t = b.time
         counts = d.warning.number
         fired = [w for w in WARNING_MEANING if counts[w] > 0]
         if fired:
@@ -441,57 +384,185 @@ class Verdict:
                 why = WARNING_MEANING[arena[0]]
                 return f"The simulation is invalid at t={t:.2f} s: {why} ({names}).", ()
             return f"The simulation diverged at t={t:.2f} s ({names}).", ()
-        if not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):
+        if not (np.isfinite(b.qpos).all() and np.isfinite(b.qvel).all()):
             return f"The simulation diverged at t={t:.2f} s (NaN in the state).", ()
-        speeds = self._speeds(d, dt)
-        if speeds.size and speeds.max() > MAX_SPEED_M_S:
-            label = self.movable_bodies[int(speeds.argmax())][0]
+        np.maximum(self._peak_m_s, b.com_speed, out=self._peak_m_s)
+        self.max_speed_m_s = np.maximum(self.max_speed_m_s, b.com_speed)
+        if b.com_speed.size and b.com_speed.max() > MAX_SPEED_M_S:
+            i = int(b.com_speed.argmax())
+            label = self.movable_bodies[i][0]
             return (
-                f"{self._part(label)} reached {speeds.max():.0f} m/s at t={t:.2f} s; "
+                f"{self._part(label)} reached {b.com_speed[i]:.0f} m/s at t={t:.2f} s; "
                 "the simulation exploded."
             ), (label,)
-        if self._body_ids.size:
-            spin = np.linalg.norm(d.cvel[self._body_ids, :3], axis=1)
-            if spin.max() > MAX_ANGULAR_SPEED_RAD_S:
-                label = self.movable_bodies[int(spin.argmax())][0]
-                return (
-                    f"{self._part(label)} spun at {spin.max():.0f} rad/s at t={t:.2f} s (bound "
-                    f"{MAX_ANGULAR_SPEED_RAD_S:.0f} rad/s); the simulation exploded."
-                ), (label,)
-        for j in range(m.njnt):
-            jt = m.jnt_type[j]
-            if jt not in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE):
-                continue
-            v = abs(float(d.qvel[m.jnt_dofadr[j]]))
-            hinge = jt == mujoco.mjtJoint.mjJNT_HINGE
-            bound = MAX_ANGULAR_SPEED_RAD_S if hinge else MAX_SPEED_M_S
-            if v > bound:
-                name = self._joint_part(m, j)
+        if b.body_spin.size and b.body_spin.max() > MAX_ANGULAR_SPEED_RAD_S:
+            i = int(b.body_spin.argmax())
+            label = self.movable_bodies[i][0]
+            return (
+                f"{self._part(label)} spun at {b.body_spin[i]:.0f} rad/s at t={t:.2f} s (bound "
+                f"{MAX_ANGULAR_SPEED_RAD_S:.0f} rad/s); the simulation exploded."
+            ), (label,)
+        if self._joint_dof.size:
+            over = np.flatnonzero(np.abs(b.qvel[self._joint_dof]) > self._joint_bound)
+            if over.size:
+                i = int(over[0])
+                name, hinge = self._joint_names[i]
+                v, bound = abs(float(b.qvel[self._joint_dof[i]])), self._joint_bound[i]
                 unit = "rad/s" if hinge else "m/s"
                 return (
                     f"The joint of {self._part(name, lower=True)} moved at {v:.0f} {unit} at "
                     f"t={t:.2f} s (bound {bound:.0f} {unit}); the simulation exploded."
                 ), (name,)
-        if contact_force_n > MAX_CONTACT_FORCE_N:
-            return (
-                f"A contact force reached {contact_force_n:.3g} N at t={t:.2f} s (bound "
-                f"{MAX_CONTACT_FORCE_N:.0e} N): parts are jammed into each other and the solver "
-                "diverged."
-            ), ()
         return None
 
-    def _speeds(self, d: mujoco.MjData, dt: float) -> np.ndarray:
-        """Mean speed (m/s) of each movable part's centre of mass since the previous check."""
-        com = d.xipos[self._body_ids].copy()
-        if self._last_com is None or dt <= 0:
-            speeds = np.zeros(len(com))
+    def _out_of_bounds(self, d: mujoco.MjData, t: float) -> Decision | None:
+        if self._bounds is None or not self._body_ids.size:
+            return None
+        com = d.xipos[self._body_ids] / MM
+        lo, hi = self._bounds
+        out = np.flatnonzero(~np.all((com >= lo) & (com <= hi), axis=1))
+        if not out.size:
+            return None
+        label, p = self.movable_bodies[int(out[0])][0], com[int(out[0])]
+        return self._decide(
+            FailureKind.OUT_OF_BOUNDS,
+            f"{self._part(label)} left the bounds at t={t:.2f} s (centre of mass at {_fmt(p)} mm).",
+            t,
+            (label,),
+        )
+
+    def _forbid_touch(
+        self, m: mujoco.MjModel, d: mujoco.MjData, a: _Pose, b: _Pose, z: Zone
+    ) -> tuple[str, float, bool] | None:
+        """The first watched part touching zone `z` in state `b` or on the way there from `a`:
+        its label, the time, and whether it was on the way. Only geoms whose path may have
+        come within their bounding radius of the zone are looked at: a path no longer than
+        PATH_SAFETY × speed × dt (and its chord) lies in the ball on its chord's midpoint with
+        half that length for radius."""
+        if not self.watched_geoms.size:
+            return None
+        lo, hi = self._zone_box[z.name]
+        dt = b.time - a.time
+        length = np.maximum(np.linalg.norm(b.xpos - a.xpos, axis=1), PATH_SAFETY * dt * b.gspeed)
+        near = _balls_meet_box(0.5 * (a.xpos + b.xpos), 0.5 * length + self._rbound, lo, hi)
+        idx = np.flatnonzero(near)
+        if not idx.size:
+            return None
+        zg = self.scene.zone_geoms[z.name]
+        for i in idx:  # the state the kinematics show
+            g = int(self.watched_geoms[i])
+            if mujoco.mj_geomDistance(m, d, g, zg, 0.01, self._fromto) <= 0.0:
+                return self._geom_owner(m, g), b.time, False
+        if dt <= 0:
+            return None
+        # Along the path, finely enough for the thinner of the zone and each geom.
+        assert self._thin is not None
+        move = length[idx] + PATH_SAFETY * dt * b.spin[idx] * self._rbound[idx]
+        thin = np.maximum(np.minimum(float((hi - lo).min()), self._thin[idx]), MIN_LOOK_M)
+        n = int(min(MAX_SUBSTEPS, math.ceil(float((move / (0.5 * thin)).max()))))
+        geoms = [int(self.watched_geoms[i]) for i in idx]
+        for frac, scratch in self._along(m, a, b, n):
+            for g in geoms:
+                if mujoco.mj_geomDistance(m, scratch, g, zg, 0.01, self._fromto) <= 0.0:
+                    return self._geom_owner(m, g), a.time + frac * dt, True
+        return None
+
+    def _overload(self, d: mujoco.MjData, dt: float, t: float) -> Decision | None:
+        """An actuator at its force limit (OVERLOAD_FRACTION of it) for longer than its overload
+        time, counting every
+        step at the limit; a dip below it resets the count only when it lasts longer than
+        OVERLOAD_DIP_S (a control pulsing just under the limit between steps once kept a
+        stalled motor "within" it)."""
+        if not self._actuators or dt <= 0:
+            return None
+        at = np.abs(d.actuator_force[self._act_ids]) >= self._act_limit
+        self.overload_s = np.where(at, self.overload_s + dt, self.overload_s)
+        self._below_s = np.where(at, 0.0, self._below_s + dt)
+        self.overload_s[self._below_s > OVERLOAD_DIP_S] = 0.0
+        for i, a in enumerate(self._actuators):
+            if self.overload_s[i] > a.overload_s:
+                return self._decide(
+                    FailureKind.MOTOR_OVERLOAD,
+                    f"Actuator {a.name!r} was held at its {a.force_limit:g} force limit for "
+                    f"more than {a.overload_s:g} s (t={t:.2f} s).",
+                    t,
+                    (a.name,),
+                )
+        return None
+
+    def _goal(self, m: mujoco.MjModel, a: _Pose, b: _Pose) -> Decision | None:
+        """The hold: the target's centre of mass in a goal zone all along the step, or the
+        hold starts again. (Inside at every step is not enough: a target spinning round a far
+        hinge once sat in a small goal at every check and nowhere near it in between.)"""
+        assert self.target is not None and a.target is not None and b.target is not None
+        dist = goal_distance_mm(b.target / MM, self.goal_zones)
+        self.min_distance_mm = min(self.min_distance_mm, dist)
+        dt = b.time - a.time
+        if dist == 0.0 and self.goal_reached_at is None:
+            self.goal_reached_at = b.time
+        if dist == 0.0 and self._held_between(m, a, b):
+            self.hold_s += dt
+            self.best_hold_s = max(self.best_hold_s, self.hold_s)
+            if self.hold_s >= self.obj.goal_hold_s - 1e-9:
+                return self._decide(
+                    None,
+                    f"{self._part(self.target.label)} reached the goal and stayed "
+                    f"{self.obj.goal_hold_s:g} s (t={b.time:.2f} s).",
+                    b.time,
+                    (self.target.label,),
+                )
         else:
-            delta = com - self._last_com
-            speeds = np.sqrt((delta * delta).sum(axis=1)) / dt
-        self._last_com = com
-        self.max_speed_m_s = np.maximum(self.max_speed_m_s, speeds)
-        self.speeds_m_s = speeds
-        return speeds
+            self.hold_s = 0.0
+        return self.decision
+
+    def _held_between(self, m: mujoco.MjModel, a: _Pose, b: _Pose) -> bool:
+        """Whether the target's centre of mass stayed in one goal zone, or passed between goal
+        zones, all the way from `a` to `b` (both inside)."""
+        assert self.target is not None and a.target is not None and b.target is not None
+        if goal_distance_mm(a.target / MM, self.goal_zones) > 0.0:
+            return False
+        dt = b.time - a.time
+        length = max(
+            float(np.linalg.norm(b.target - a.target)),
+            PATH_SAFETY * dt * float(b.com_speed[self._target_index]),
+        )
+        mid = 0.5 * (a.target + b.target)
+        for z in self.goal_zones:
+            lo, hi = self._zone_box[z.name]
+            if bool(np.all(mid - 0.5 * length >= lo) and np.all(mid + 0.5 * length <= hi)):
+                return True  # the whole path lies in this zone
+        thin = max(min(float((self._zone_box[z.name][1] - self._zone_box[z.name][0]).min())
+                       for z in self.goal_zones), MIN_LOOK_M)  # fmt: skip
+        n = int(min(MAX_SUBSTEPS, math.ceil(length / (0.25 * thin))))
+        body = self.target.body_id
+        return all(
+            goal_distance_mm(scratch.xipos[body] / MM, self.goal_zones) == 0.0
+            for _, scratch in self._along(m, a, b, n)
+        )
+
+    @property
+    def _target_index(self) -> int:
+        assert self.target is not None
+        return [b for _, b in self.movable_bodies].index(self.target.body_id)
+
+    def _along(
+        self, m: mujoco.MjModel, a: _Pose, b: _Pose, n: int
+    ) -> Iterator[tuple[float, mujoco.MjData]]:
+        """The states strictly between `a` and `b`, `n` − 1 of them evenly spaced in time: `a`
+        moved by `b`'s velocities over that fraction of the step (how MuJoCo moved it), with
+        their kinematics."""
+        if self._scratch is None:
+            self._scratch = mujoco.MjData(m)
+        scratch = self._scratch
+        dt = b.time - a.time
+        for k in range(1, n):
+            frac = k / n
+            scratch.qpos[:] = a.qpos
+            mujoco.mj_integratePos(m, scratch.qpos, b.qvel, frac * dt)
+            mujoco.mj_kinematics(m, scratch)
+            yield frac, scratch
+
+    # --- helpers ------------------------------------------------------------------------------
 
     def _touching(self, m: mujoco.MjModel, d: mujoco.MjData, z: Zone) -> str | None:
         """Label of a watched part whose geometry overlaps the zone, else None."""
@@ -539,17 +610,51 @@ def _fmt(p: np.ndarray) -> str:
     return "(" + ", ".join(f"{c:.0f}" for c in p) + ")"
 
 
+PATH_SAFETY = 2.0
+"""How much longer than speed × step a path is taken to be: a point's speed along a step
+changes with the pose (a chain of joints), never by this much in a 2 ms step."""
+MIN_LOOK_M = 1e-4
+"""The finest spacing between looks along a path (0.1 mm)."""
 MAX_SUBSTEPS = 1000
-"""Most states looked at between two steps for one zone (a part at 200 m/s, the instability
-bound, moves 0.4 m per 2 ms step: 800 looks at 0.5 mm)."""
+"""Most states looked at between two steps (a part at 200 m/s, the instability bound, moves
+0.4 m per 2 ms step: 800 looks at 0.5 mm)."""
+OVERLOAD_FRACTION = 0.99
+"""An actuator at this share of its force limit or more is at the limit: a control that held a
+stalled motor at 0.99999 of it once never overloaded."""
+OVERLOAD_DIP_S = 0.01
+"""A dip below the force limit shorter than this does not restart an overload's count."""
 
 
 @dataclass(frozen=True)
-class _StepState:
-    """What `step` keeps of the previous state: its time, positions, and the watched geoms'
-    centres and orientations."""
+class _Pose:
+    """A state the rules look at: its time, positions and the velocities that brought it there,
+    the watched geoms' centres, speeds and spins, the movable parts' centre-of-mass speeds and
+    spins, the target's centre of mass (m and m/s throughout)."""
 
     time: float
     qpos: np.ndarray
+    qvel: np.ndarray
     xpos: np.ndarray
-    xmat: np.ndarray
+    gspeed: np.ndarray
+    spin: np.ndarray
+    com_speed: np.ndarray
+    body_spin: np.ndarray
+    target: np.ndarray | None
+
+
+def _point_velocity(d: mujoco.MjData, bodies: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The linear velocity of each point (world, m) moving with its body: MuJoCo's cvel is a
+    spatial velocity (angular; linear) at the centre of mass of the body's kinematic tree."""
+    cvel = d.cvel[bodies]
+    root = d.subtree_com[d.model.body_rootid[bodies]] if bodies.size else np.zeros((0, 3))
+    v: np.ndarray = cvel[:, 3:] + np.cross(cvel[:, :3], points - root)
+    return v
+
+
+def _balls_meet_box(
+    centres: np.ndarray, radii: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """For each ball: whether it meets the box lo..hi."""
+    gap = np.maximum(0.0, np.maximum(lo - centres, centres - hi))
+    meets: np.ndarray = (gap * gap).sum(axis=1) <= radii * radii
+    return meets

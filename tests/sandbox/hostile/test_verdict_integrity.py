@@ -7,7 +7,11 @@
 - a joint that switched off the task's obstacles;
 - contacts MuJoCo dropped when its arena overflowed (a sealed vault fell open);
 - a design label passing for the task's parts, a target that cannot move;
-- a part too fast for the checks between two of them.
+- a part too fast for the checks between two of them, a target or a part whirling round a
+  hinge so that each step shows it where it should be, the state the run ends in;
+- a motor held just under its force limit, a request driving the task's own actuator, a design
+  hung on joints to escape the jitter, a target locked by a joint, labels that spell our names,
+  a lattice whose contacts overflow MuJoCo's arena.
 """
 
 from __future__ import annotations
@@ -398,7 +402,8 @@ def build():
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
         "The geometry was rejected: the task's target, design part 'gem', cannot move (it is "
-        "fixed or welded to the world), so it cannot be brought to the goal."
+        "fixed, welded or locked by a joint range narrower than 0.1 mm or 0.1° to the world), "
+        "so it cannot be brought to the goal."
     )
 
 
@@ -458,4 +463,298 @@ def test_honest_twin_a_fast_part_passing_beside_a_thin_zone_is_clear(
     beside = {"zones": [{"name": "sheet", "kind": "forbid", "min": [3, -200, 50],
                          "max": [4, 200, 4000]}]}  # fmt: skip
     r = _dropped_ball(run_design, 5000, beside)  # 1 mm from the ball all the way down
+    assert r.failure is None, r.reason
+
+
+# --- between two steps ------------------------------------------------------------------------
+
+# A ball on a 50 mm arm, spun by a velocity servo about a vertical hinge. At 3143.34 rad/s it
+# turns 360.2° per 2 ms step (157 m/s): every step shows it 0.2° on from the last, creeping
+# round at 1.745 rad/s, while it really circles the hinge once per step. The honest twin spins
+# at that creep.
+WHIRL = """
+from build123d import Box, Compound, Pos, Sphere
+PARTS = {{"ball": {{"joint": {{"type": "hinge", "axis": (0, 0, 1), "anchor": (0, 0, 100),
+          "actuator": {{"kind": "velocity", "kv": 0.002, "force_limit": 10}}}}}},
+          "post": {{"fixed": True}}}}
+def build():
+    ball = Pos(50, 0, 100) * Sphere(5)
+    ball.label = "ball"
+    post = Pos(0, 0, 40) * Box(10, 10, 80)
+    post.label = "post"
+    return Compound(children=[ball, post])
+"""
+WHIRL_CREEP = 1.745
+WHIRL_FAST = 3143.34
+
+
+def _whirl(run_design: RunDesign, omega: float, zone: dict[str, Any], **obj: Any) -> Any:
+    return run_design(
+        textwrap.dedent(WHIRL.format()),
+        objectives={"zones": [zone], **obj},
+        options={
+            "duration_s": 1.0,
+            "controls": [{"actuator": "ball", "kind": "constant", "value": omega}],
+        },
+    )
+
+
+CUP = {"name": "cup", "kind": "goal", "min": [35, -25, 90], "max": [65, 25, 110]}
+GLASS = {"name": "glass", "kind": "forbid", "min": [-60, -1, 90], "max": [-40, 1, 110]}
+
+
+def test_a_target_whirling_through_the_goal_between_steps_does_not_hold_it(
+    run_design: RunDesign,
+) -> None:
+    """Each step showed the ball in the cup; it spent most of each step elsewhere."""
+    r = _whirl(run_design, WHIRL_FAST, CUP, target="ball", goal_hold_s=0.2)
+    assert r.failure == FailureKind.GOAL_NOT_REACHED, r.reason
+    assert r.metrics["goal"]["hold_s"] < 0.01
+
+
+def test_honest_twin_a_target_creeping_through_the_goal_holds_it(run_design: RunDesign) -> None:
+    r = _whirl(run_design, WHIRL_CREEP, CUP, target="ball", goal_hold_s=0.2)
+    assert r.failure is None, r.reason
+
+
+def test_a_part_whirling_through_a_forbid_zone_between_steps_touches_it(
+    run_design: RunDesign,
+) -> None:
+    """Every step showed the ball on the cup's side (0°–100° in 1 s), never at the glass at
+    180°; it went through the glass once a step."""
+    r = _whirl(run_design, WHIRL_FAST, GLASS)
+    assert r.failure == FailureKind.FORBID_ZONE_HIT, r.reason
+    assert r.reason.startswith("Part 'ball' touched the forbidden zone 'glass' at t=0.0")
+    assert r.reason.endswith("(passing through it within one step).")
+
+
+def test_honest_twin_a_part_creeping_short_of_a_forbid_zone_is_clear(
+    run_design: RunDesign,
+) -> None:
+    r = _whirl(run_design, WHIRL_CREEP, GLASS)
+    assert r.failure is None, r.reason
+
+
+PIT = {"zones": [{"name": "pit", "kind": "forbid", "min": [-50, -50, 0], "max": [50, 50, 100]}]}
+BALL_AT_300 = """
+from build123d import Pos, Sphere
+def build():
+    ball = Pos(0, 0, 300) * Sphere(5)
+    ball.label = "ball"
+    return ball
+"""
+
+
+def test_the_state_a_run_ends_in_is_judged(run_design: RunDesign) -> None:
+    """Dropped from 300 mm the ball reaches the pit at t = 0.20 s; a run ending then once went
+    unchecked after its last check."""
+    r = run_design(BALL_AT_300, objectives=PIT, options={"duration_s": 0.2})
+    assert r.failure == FailureKind.FORBID_ZONE_HIT, r.reason
+
+
+def test_honest_twin_a_run_ending_before_the_pit_is_clear(run_design: RunDesign) -> None:
+    r = run_design(BALL_AT_300, objectives=PIT, options={"duration_s": 0.19})
+    assert r.failure is None, r.reason
+
+
+# --- actuators and joints ---------------------------------------------------------------------
+
+STALLED = """
+from build123d import Box, Pos
+PARTS = {"bar": {"joint": {"type": "hinge", "axis": (0, 1, 0), "anchor": (0, 0, 300),
+         "range": (-5, 5), "actuator": {"kind": "motor", "force_limit": 1.0, "overload_s": 0.5}}}}
+def build():
+    bar = Pos(100, 0, 300) * Box(200, 20, 20)
+    bar.label = "bar"
+    return bar
+"""
+
+
+def _stalled(run_design: RunDesign, value: float) -> Any:
+    control = {"actuator": "bar", "kind": "constant", "value": value}
+    return run_design(STALLED, options={"duration_s": 1.5, "controls": [control]})
+
+
+def test_a_motor_held_just_under_its_force_limit_overloads(run_design: RunDesign) -> None:
+    """Stalled against its range at 0.99999 of its limit, a motor was never "at" it."""
+    r = _stalled(run_design, 0.99999)
+    assert r.failure == FailureKind.MOTOR_OVERLOAD, r.reason
+    assert r.reason == (
+        "Actuator 'bar' was held at its 1 force limit for more than 0.5 s (t=0.50 s)."
+    )
+
+
+def test_honest_twin_a_motor_stalled_at_nine_tenths_of_its_limit_is_within_it(
+    run_design: RunDesign,
+) -> None:
+    r = _stalled(run_design, 0.9)
+    assert r.failure is None, r.reason
+
+
+GATE_TASK = """
+from build123d import Box, Pos
+PARTS = {"gate": {"joint": {"type": "slide", "axis": (0, 0, 1), "range": (-1, 200),
+         "damping": 1, "actuator": {"kind": "motor", "force_limit": 50}}}}
+def build():
+    gate = Pos(100, 0, 50) * Box(10, 100, 100)
+    gate.label = "gate"
+    return gate
+"""
+PROBE_BEHIND_GATE = """
+from build123d import Box, Pos
+PARTS = {"probe": {"joint": {"type": "slide", "axis": (1, 0, 0), "range": (-1, 300),
+         "actuator": {"kind": "motor", "force_limit": 1}}}}
+def build():
+    probe = Pos(0, 0, 10) * Box(20, 20, 20)
+    probe.label = "probe"
+    return probe
+"""
+BEHIND = {"name": "behind", "kind": "goal", "min": [150, -50, 0], "max": [400, 50, 100]}
+LIFT = {"actuator": "gate", "kind": "constant", "value": 20}
+PUSH = {"actuator": "probe", "kind": "step", "value": 0, "at_s": 0.5, "after": 0.5}
+
+
+def test_a_request_driving_the_tasks_actuator_is_refused(run_design: RunDesign) -> None:
+    """A control for the task's gate lifted it out of the probe's way."""
+    r = run_design(
+        PROBE_BEHIND_GATE,
+        environment={"code": GATE_TASK},
+        objectives={"target": "probe", "goal_hold_s": 0.3, "zones": [BEHIND]},
+        options={"duration_s": 2.5, "controls": [PUSH, LIFT]},
+    )
+    assert r.failure == FailureKind.INVALID_GEOMETRY
+    assert r.reason == (
+        "the request's controls name the actuator of environment part 'gate': "
+        "SimOptions.controls drive only the design's actuators, Objectives.controls only the "
+        "task's"
+    )
+
+
+def test_honest_twin_the_task_may_drive_its_own_actuator(run_design: RunDesign) -> None:
+    r = run_design(
+        PROBE_BEHIND_GATE,
+        environment={"code": GATE_TASK},
+        objectives={"target": "probe", "goal_hold_s": 0.3, "zones": [BEHIND], "controls": [LIFT]},
+        options={"duration_s": 2.5, "controls": [PUSH]},
+    )
+    assert r.failure is None, r.reason
+    assert r.metrics["parts"]["gate"]["final_position_mm"][2] > 90
+
+
+HUNG = """
+from build123d import Box, Pos
+PARTS = {PARTS}
+def build():
+    rod = Pos(0, 0, 300) * Box(10, 10, 200)
+    rod.label = "rod"
+    return rod
+"""
+JITTER = {"duration_s": 0.2, "jitter": {"runs": 2, "rotation_deg": 8, "position_mm": 3}}
+
+
+def test_a_part_hung_on_a_joint_is_jittered_too(run_design: RunDesign) -> None:
+    """Parts on hinges and slides were never perturbed: a design of joints escaped the jitter."""
+    hinge = {"rod": {"joint": {"type": "hinge", "axis": (1, 0, 0), "anchor": (0, 0, 400)}}}
+    r = run_design(HUNG.replace("{PARTS}", repr(hinge)), options=JITTER)
+    moves = [run["perturbation"]["rod"]["rotation_deg"] for run in r.metrics["runs"][1:]]
+    assert len(moves) == 2 and all(0 < abs(m) <= 8 for m in moves), r.metrics["runs"]
+
+
+def test_honest_twin_a_free_part_is_jittered_as_before(run_design: RunDesign) -> None:
+    r = run_design(HUNG.replace("{PARTS}", "{}"), options=JITTER)
+    shifts = [run["perturbation"]["rod"]["shift_mm"] for run in r.metrics["runs"][1:]]
+    assert len(shifts) == 2 and all(max(map(abs, s)) <= 3 for s in shifts)
+
+
+LOCKED_GEM = """
+from build123d import Box, Pos
+PARTS = {{"gem": {{"joint": {joint}}}}}
+def build():
+    gem = Pos(300, 0, 30) * Box(20, 20, 20)
+    gem.label = "gem"
+    return gem
+"""
+
+
+@pytest.mark.parametrize(
+    ("joint", "why"),
+    [
+        (
+            {"type": "slide", "axis": (0, 0, 1), "damping": 1e9},
+            "design part 'gem': its joint's damping 1e+09 N per mm/s is above the task's cap "
+            "of 10 (a damper that strong is a lock).",
+        ),
+        (
+            {"type": "slide", "axis": (0, 0, 1), "range": (0, 1e-9)},
+            "the task's target, design part 'gem', cannot move (it is fixed, welded or locked "
+            "by a joint range narrower than 0.1 mm or 0.1° to the world), so it cannot be "
+            "brought to the goal.",
+        ),
+    ],
+    ids=["damping", "range"],
+)
+def test_a_target_locked_by_its_joint_is_refused(
+    run_design: RunDesign, joint: dict[str, Any], why: str
+) -> None:
+    """Locked in mid-air inside the goal, the gem "held" it from t = 0."""
+    objectives = {**GEM_OBJECTIVES, "zones": GEM_OBJECTIVES["zones"][:1]}
+    r = run_design(textwrap.dedent(LOCKED_GEM.format(joint=joint)), objectives=objectives)
+    assert r.failure == FailureKind.INVALID_GEOMETRY
+    assert r.reason == f"The geometry was rejected: {why}"
+
+
+def test_honest_twin_a_target_on_a_working_slide_is_judged(run_design: RunDesign) -> None:
+    """The same slide with room to move and no damper: the gem drops to the floor, still in
+    the goal, and holds it for real."""
+    joint = {"type": "slide", "axis": (0, 0, 1), "range": (-50, 50)}
+    objectives = {**GEM_OBJECTIVES, "zones": GEM_OBJECTIVES["zones"][:1]}
+    r = run_design(textwrap.dedent(LOCKED_GEM.format(joint=joint)), objectives=objectives)
+    assert r.failure is None, r.reason
+    assert r.metrics["parts"]["gem"]["final_position_mm"][2] == pytest.approx(10, abs=0.5)
+
+
+def test_labels_that_spell_our_internal_names_are_only_labels(run_design: RunDesign) -> None:
+    """A part 'zone:a' beside a zone 'a__solid0' once made MuJoCo's names collide (CRASHED)."""
+    code = """
+from build123d import Box, Pos
+def build():
+    box = Pos(0, 0, 10) * Box(20, 20, 20)
+    box.label = "zone:a"
+    return box
+"""
+    zone = {"name": "a__solid0", "kind": "forbid", "min": [200, 200, 0], "max": [300, 300, 10]}
+    r = run_design(code, objectives={"zones": [zone]}, options={"duration_s": 0.2})
+    assert r.failure is None, r.reason
+
+
+# --- MuJoCo's arena -----------------------------------------------------------------------------
+
+LATTICE = """
+from build123d import Box, Compound, Pos
+PARTS = {{"l0": {{"fixed": True}}}}
+def layer(k):
+    bars = []
+    for i in range(64):
+        off = -200 + (i + 0.5) * 400 / 64
+        z = 2.0 + 3.95 * k
+        bar = Box(400, 4, 4) if k % 2 == 0 else Box(4, 400, 4)
+        bars.append((Pos(0, off, z) if k % 2 == 0 else Pos(off, 0, z)) * bar)
+    c = Compound(bars)
+    c.label = f"l{{k}}"
+    return c
+def build():
+    return Compound(children=[layer(k) for k in range(LAYERS)])
+""".replace("LAYERS", "{layers}")
+
+
+def test_a_lattice_overflowing_mujocos_arena_is_instability(run_design: RunDesign) -> None:
+    """28 layers of 64 crossed bars, each resting on the one below: MuJoCo ran out of arena
+    memory for their contacts and the run CRASHED."""
+    r = run_design(LATTICE.format(layers=28), options={"duration_s": 0.05})
+    assert r.failure == FailureKind.PHYSICS_INSTABILITY, r.reason
+    assert r.reason.startswith("The simulation is invalid at t=0.00 s: MuJoCo ran out of memory")
+
+
+def test_honest_twin_a_small_lattice_stands(run_design: RunDesign) -> None:
+    r = run_design(LATTICE.format(layers=2), options={"duration_s": 0.05})
     assert r.failure is None, r.reason
