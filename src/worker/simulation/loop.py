@@ -1,5 +1,6 @@
-"""SimulationLoop: steps a built Scene, applies controls, asks the Verdict, captures frames by
-simulated time, samples the series the report plots and reports progress. Knows nothing of
+"""SimulationLoop: steps a built Scene, applies controls, asks the Verdict after every step
+(or `Clearance` proves a stretch needs no asking), captures frames by simulated time, samples
+the series the report plots and reports progress. Knows nothing of
 rendering or storage: frames and the decisive moment go to callbacks. (As in dm_control, the
 physics engine and the loop are separate.)
 
@@ -23,6 +24,7 @@ from common.models.simulation import Control, FailureKind, Objectives, SimOption
 from worker.errors import Failed, Failure
 from worker.progress import Progress, ProgressFn
 from worker.simulation.builder import MM, Scene
+from worker.simulation.clearance import Clearance
 from worker.simulation.objectives import Decision, Verdict
 from worker.simulation.series import RunSeries, Series
 
@@ -99,7 +101,8 @@ def max_normal_force(m: mujoco.MjModel, d: mujoco.MjData) -> float:
     n = d.ncon
     if n == 0:
         return 0.0
-    if n <= 16:  # numpy's per-call overhead beats the Python loop only for many contacts
+    elliptic = m.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC
+    if n <= 16 and not elliptic:  # numpy's per-call overhead beats the loop only for many
         f = np.zeros(6)
         best = 0.0
         for i in range(n):
@@ -111,7 +114,7 @@ def max_normal_force(m: mujoco.MjModel, d: mujoco.MjData) -> float:
     if not keep.any():
         return 0.0
     addr = addr[keep]
-    if m.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC:
+    if elliptic:
         return float(np.abs(d.efc_force[addr]).max())
     dim = d.contact.dim[:n][keep]
     rows = np.where(dim == 1, 1, 2 * (dim - 1))
@@ -196,6 +199,8 @@ class SimulationLoop:
         n_frames = round(self.opt.duration_s * self.opt.fps) if self.on_frame else 0
         announced = False
         decision = verdict.decision if verdict.halted else verdict.initial(m, d)
+        clearance = Clearance(self.scene, self.obj, self.opt, verdict)
+        clearance.anchor(m, d, judged=False)
         if decision is not None:
             n_frames, announced = self._announce(d, decision, n_frames), True
         frames = 0
@@ -218,7 +223,7 @@ class SimulationLoop:
             if frames < n_frames:
                 to_frame = math.ceil((frames * frame_dt - dt / 2 - d.time) / dt)
                 chunk = max(1, min(chunk, to_frame))
-            done = self._advance(m, d, chunk, verdict)
+            done = self._stretch(m, d, chunk, verdict, clearance)
             step += done
             since_check += done
             placed = done < chunk  # `step` decided mid-chunk: check the rest now
@@ -243,6 +248,8 @@ class SimulationLoop:
             frames += 1
         if not verdict.halted:  # kinematics after mj_step lag one step: the final state's
             mujoco.mj_forward(m, d)
+        if verdict.stale:
+            verdict.resume(m, d)
         decision = verdict.final(m, d)
         if not announced:
             self._announce(d, decision, n_frames)
@@ -279,6 +286,27 @@ class SimulationLoop:
         )
 
     # --- helpers --------------------------------------------------------------------------------
+
+    def _stretch(
+        self, m: mujoco.MjModel, d: mujoco.MjData, n: int, verdict: Verdict, clearance: Clearance
+    ) -> int:
+        """Up to `n` physics steps: without the Verdict where `clearance` proves that no rule
+        could fire in them, else (from the same state again) judged after every step."""
+        if clearance.usable and not verdict.halted:
+            clearance.begin(m, d)
+            if clearance.step(m, d, n):
+                stretch = clearance.prove(d, n * m.opt.timestep)
+                if stretch is not None:
+                    verdict.skip(d, stretch)
+                    if clearance.worn:
+                        clearance.anchor(m, d, judged=False)
+                    return n
+            clearance.restore(m, d)
+            if verdict.stale:
+                verdict.resume(m, d)
+        done = self._advance(m, d, n, verdict)
+        clearance.anchor(m, d, judged=True)
+        return done
 
     def _advance(self, m: mujoco.MjModel, d: mujoco.MjData, n: int, verdict: Verdict) -> int:
         """Up to `n` physics steps, one at a time: the controls change with time and every rule
