@@ -6,8 +6,9 @@ on how far anything moved, that no rule could have fired; any stretch it cannot 
 stepped again from the state saved at its start, with `Verdict.step` after every step (MuJoCo is
 deterministic: the replay is bit-identical, `tests/worker/simulation/test_clearance.py`).
 
-The proof holds only where every moving body is a rigid body on a free joint (parts welded to
-one move with it) and no actuator is driven: a point of such a body moves in a step by at most
+The proof holds only where every joint of the scene is free, every moving body a rigid body
+on one (parts welded to one move with it) and no actuator is driven (a hinge 50 m from its part
+once moved it 50 times what a free joint's speed bound said): a point of such a body moves in a step by at most
 dt · (|v| + R·|ω|), where v and ω are the free joint's velocities after the step (MuJoCo moves
 the body by them: a translation and a rotation about its origin) and R the point's constant
 distance from the origin; |v| and |ω| are bounded by the sums of the largest |qvel| components
@@ -58,10 +59,12 @@ class Clearance:
     ) -> None:
         m = scene.model
         self.verdict = verdict
+        free = int(mujoco.mjtJoint.mjJNT_FREE)
         self.usable = bool(
             m.nu == 0
             and not options.controls
             and not objectives.controls
+            and (m.jnt_type == free).all()  # any other joint moves a part about a far axis
             and all(_free_rigid(m, p.body_id) for p in scene.parts.values() if p.movable)
         )
         self._obj = objectives
@@ -91,8 +94,9 @@ class Clearance:
         self._cap = np.zeros(0)
         self._in_goal: bool | None = None
         self._margin = np.zeros(0)
-        self._pending_s = 0.0
+        self._pending = 0
         self._anchored_at_s = 0.0
+        self._failed = False
 
     # --- the stretch --------------------------------------------------------------------------
 
@@ -100,8 +104,9 @@ class Clearance:
         """Save the state a replay would start from; forget the last stretch's velocities."""
         mujoco.mj_getState(m, d, self._state, mujoco.mjtState.mjSTATE_INTEGRATION)
         self._warnings = d.warning.number.copy()
-        self._hi[:] = 0.0
-        self._lo[:] = 0.0
+        np.maximum(d.qvel, 0.0, out=self._hi)  # the speed the stretch starts at counts too
+        np.minimum(d.qvel, 0.0, out=self._lo)
+        self._failed = False
 
     def step(self, m: mujoco.MjModel, d: mujoco.MjData, n: int) -> bool:
         """`n` physics steps, recording the largest velocities; False if MuJoCo stopped."""
@@ -112,22 +117,23 @@ class Clearance:
                 np.maximum(hi, qvel, out=hi)
                 np.minimum(lo, qvel, out=lo)
         except mujoco.FatalError:
+            self._failed = True
             return False
         return True
 
-    def prove(self, d: mujoco.MjData, seconds: float) -> Stretch | None:
+    def prove(self, m: mujoco.MjModel, d: mujoco.MjData, steps: int) -> Stretch | None:
         """The stretch just stepped, if no rule could have fired in it; else None (replay it)."""
         if self._rate is None:
             return None
         rate = self._rate @ np.maximum(self._hi, -self._lo)
-        self._moved += rate * seconds
+        self._moved += rate * (steps * m.opt.timestep)
         clear = bool((self._moved < self._clear).all() and (rate <= self._cap).all())
         if not clear or (d.warning.number[_WARNINGS] > self._warnings[_WARNINGS]).any():
             return None
-        held = seconds + self._pending_s
-        if self._in_goal and self.verdict.hold_s + held >= self._obj.goal_hold_s - 1e-9:
+        held = steps + self._pending
+        if self._in_goal and self.verdict.hold_completes(held):
             return None  # the hold completes in this stretch: the replay finds its step
-        self._pending_s = 0.0
+        self._pending = 0
         speeds = np.sqrt(np.square(d.qvel[self._lin]).reshape(-1, 3).sum(axis=1))
         if self._welded.size:  # parts welded to a free one: v + ω × r, from the kinematics
             b = self._bodies[self._welded]
@@ -135,7 +141,11 @@ class Clearance:
         return Stretch(held, self._in_goal, self._anchored_at_s, speeds)
 
     def restore(self, m: mujoco.MjModel, d: mujoco.MjData) -> None:
-        """Back to the state `begin` saved (the warnings' counts with it)."""
+        """Back to the state `begin` saved (the warnings' counts with it). After MuJoCo stopped,
+        its arena is reset first: a FatalError leaves it full, and the replay would stop at
+        once instead of where the physics does."""
+        if self._failed:
+            mujoco.mj_resetData(m, d)
         mujoco.mj_setState(m, d, self._state, mujoco.mjtState.mjSTATE_INTEGRATION)
         d.warning.number[:] = self._warnings
 
@@ -154,7 +164,7 @@ class Clearance:
         if not self.usable:
             return
         dt = m.opt.timestep
-        self._pending_s = dt if judged else 0.0
+        self._pending = 1 if judged else 0
         self._anchored_at_s = float(d.time) - (dt if judged else 0.0)
         if self._rate is None:
             self._rate, self._cap = self._rates(m, d)
@@ -223,6 +233,7 @@ def _fill(
     root = int(m.body_rootid[body])
     if not m.body_jntnum[root]:
         return  # fixed to the world (its tree's root has no joint): never moves
+    assert int(m.jnt_type[m.body_jntadr[root]]) == mujoco.mjtJoint.mjJNT_FREE  # `usable`
     adr = int(m.jnt_dofadr[m.body_jntadr[root]])
     row[adr : adr + 3] = 1.0
     row[adr + 3 : adr + 6] = float(np.linalg.norm(point - d.xpos[root])) + r

@@ -285,14 +285,16 @@ def who(p: Part) -> str:
 
 
 MIN_TRAVEL = 0.1
-"""The narrowest range (mm for a slide, degrees for a hinge) that counts as a degree of
-freedom: a range of (0, 1e-9) is a weld by another name (it once held a target in mid-air)."""
+"""The least travel (mm) of the target's centre of mass that a joint must allow to count as
+a degree of freedom for it: a range of (0, 1e-9) is a weld by another name (it once held a
+target in mid-air). A hinge's travel is its range (radians) times the centre of mass's distance
+from its axis: 0.0999° about an axis 1 km away is 1.7 m."""
 
 
-def can_move(p: Part, by_label: dict[str, Part]) -> bool:
+def can_move(p: Part, by_label: dict[str, Part], *, travel_of: Part | None = None) -> bool:
     """Whether the part has a degree of freedom, its own or an ancestor's: not fixed, and not
-    welded, or locked by a range narrower than MIN_TRAVEL, (through any chain of them) to the
-    world or to a fixed part."""
+    welded (through any chain of welds) to the world or to a fixed part. With `travel_of`, a
+    hinge or slide counts only if it lets that part's centre of mass travel MIN_TRAVEL."""
     cur: Part | None = p
     while cur is not None:
         if cur.meta.fixed:
@@ -300,10 +302,24 @@ def can_move(p: Part, by_label: dict[str, Part]) -> bool:
         j = cur.meta.joint
         if j is None:
             return True  # a free joint
-        if j.type != "weld" and (j.range is None or j.range[1] - j.range[0] >= MIN_TRAVEL):
-            return True  # a hinge or a slide with room to move
+        if j.type != "weld" and (travel_of is None or _travel_mm(cur, j, travel_of) >= MIN_TRAVEL):
+            return True  # a hinge or a slide (with room to move)
         cur = None if j.parent == "world" else by_label[j.parent]
     return False
+
+
+def _travel_mm(owner: Part, j: Joint, p: Part) -> float:
+    """How far joint `j` (of `owner`) can move part `p`'s centre of mass, at most."""
+    if j.range is None:
+        return math.inf
+    width = j.range[1] - j.range[0]
+    if j.type == "slide":
+        return width
+    anchor = np.array(j.anchor if j.anchor is not None else owner.com_mm)
+    axis = np.array(j.axis) / math.hypot(*j.axis)
+    r = np.array(p.com_mm) - anchor
+    lever = float(np.linalg.norm(r - axis * float(r @ axis)))
+    return math.radians(width) * lever
 
 
 def merge(design: Geometry, environment: Geometry | None) -> Geometry:
@@ -426,11 +442,11 @@ def _check_target(target: str, by_label: dict[str, Part]) -> None:
         raise _invalid(
             f"the task's target part {target!r} is not among the parts built ({shown or 'none'})"
         )
-    if not can_move(p, by_label):
+    if not can_move(p, by_label, travel_of=p):
         raise _invalid(
-            f"the task's target, {who(p)}, cannot move (it is fixed, welded or locked by a "
-            f"joint range narrower than {MIN_TRAVEL:g} mm or {MIN_TRAVEL:g}° to the world), so "
-            "it cannot be brought to the goal"
+            f"the task's target, {who(p)}, cannot move (it is fixed, welded or held by joint "
+            f"ranges that let its centre of mass travel less than {MIN_TRAVEL:g} mm), so it "
+            "cannot be brought to the goal"
         )
 
 

@@ -295,7 +295,7 @@ class SimulationLoop:
         if clearance.usable and not verdict.halted:
             clearance.begin(m, d)
             if clearance.step(m, d, n):
-                stretch = clearance.prove(d, n * m.opt.timestep)
+                stretch = clearance.prove(m, d, n)
                 if stretch is not None:
                     verdict.skip(d, stretch)
                     if clearance.worn:

@@ -109,9 +109,9 @@ class Stretch:
     """What a stretch `clearance` proved clear tells the Verdict: its length, where the target
     was."""
 
-    seconds: float
-    """How long the stretch was, and so the hold it adds when the target is in the goal (with
-    the step before it when the anchor was judged in full and that step was not yet)."""
+    held_steps: int
+    """The steps it adds to the hold when the target is in the goal: its own, and the one
+    before it when the anchor was judged in full and that step was not yet."""
     target_in_goal: bool | None
     """True: in a goal zone all along; False: outside every one all along; None: no target."""
     anchored_at_s: float
@@ -153,7 +153,11 @@ class Verdict:
         self._geom_label = {g: p.label for p in scene.parts.values() for g in p.geom_ids}
         self._body_label = {p.body_id: p.label for p in scene.parts.values()}
         self._source = {p.label: p.source for p in scene.parts.values()}
-        self.hold_s = 0.0
+        self._dt = float(m.opt.timestep)
+        self.hold_steps = 0
+        """The hold in whole steps, on every path alike (a sum of float step lengths rounds
+        differently from a product and once decided a step apart)."""
+        self._hold_needed = max(0, math.ceil(objectives.goal_hold_s / self._dt - 1e-6))
         self.best_hold_s = 0.0
         self.goal_reached_at: float | None = None
         self.min_distance_mm = math.inf
@@ -294,6 +298,14 @@ class Verdict:
             )
         return self.decision
 
+    @property
+    def hold_s(self) -> float:
+        return self.hold_steps * self._dt
+
+    def hold_completes(self, steps: int) -> bool:
+        """Whether `steps` more held steps complete the hold."""
+        return self.hold_steps + steps >= self._hold_needed
+
     def resume(self, m: mujoco.MjModel, d: mujoco.MjData) -> None:
         """Judge on from the state `d` holds (positions and velocities; its kinematics may be
         stale), after steps proven clear without the Verdict (`clearance`): the path into it
@@ -322,11 +334,11 @@ class Verdict:
         if stretch.target_in_goal:
             if self.goal_reached_at is None:
                 self.goal_reached_at = stretch.anchored_at_s
-            self.hold_s += stretch.seconds
+            self.hold_steps += stretch.held_steps
             self.best_hold_s = max(self.best_hold_s, self.hold_s)
             self.min_distance_mm = 0.0
         else:
-            self.hold_s = 0.0
+            self.hold_steps = 0
             dist = goal_distance_mm(d.xipos[self.target.body_id] / MM, self.goal_zones)
             self.min_distance_mm = min(self.min_distance_mm, dist)
 
@@ -551,13 +563,12 @@ class Verdict:
         assert self.target is not None and a.target is not None and b.target is not None
         dist = goal_distance_mm(b.target / MM, self.goal_zones)
         self.min_distance_mm = min(self.min_distance_mm, dist)
-        dt = b.time - a.time
         if dist == 0.0 and self.goal_reached_at is None:
             self.goal_reached_at = b.time
         if dist == 0.0 and self._held_between(m, a, b):
-            self.hold_s += dt
+            self.hold_steps += 1  # `step` judges one step at a time
             self.best_hold_s = max(self.best_hold_s, self.hold_s)
-            if self.hold_s >= self.obj.goal_hold_s - 1e-9:
+            if self.hold_steps >= self._hold_needed:
                 return self._decide(
                     None,
                     f"{self._part(self.target.label)} reached the goal and stayed "
@@ -566,7 +577,7 @@ class Verdict:
                     (self.target.label,),
                 )
         else:
-            self.hold_s = 0.0
+            self.hold_steps = 0
         return self.decision
 
     def _held_between(self, m: mujoco.MjModel, a: _Pose, b: _Pose) -> bool:

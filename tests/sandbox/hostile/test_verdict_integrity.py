@@ -402,8 +402,8 @@ def build():
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
         "The geometry was rejected: the task's target, design part 'gem', cannot move (it is "
-        "fixed, welded or locked by a joint range narrower than 0.1 mm or 0.1° to the world), "
-        "so it cannot be brought to the goal."
+        "fixed, welded or held by joint ranges that let its centre of mass travel less than "
+        "0.1 mm), so it cannot be brought to the goal."
     )
 
 
@@ -686,8 +686,8 @@ def build():
         ),
         (
             {"type": "slide", "axis": (0, 0, 1), "range": (0, 1e-9)},
-            "the task's target, design part 'gem', cannot move (it is fixed, welded or locked "
-            "by a joint range narrower than 0.1 mm or 0.1° to the world), so it cannot be "
+            "the task's target, design part 'gem', cannot move (it is fixed, welded or held by "
+            "joint ranges that let its centre of mass travel less than 0.1 mm), so it cannot be "
             "brought to the goal.",
         ),
     ],

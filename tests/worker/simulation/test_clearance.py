@@ -29,9 +29,9 @@ def _both(scene_of: Any, shapes: Any, **kw: Any) -> tuple[Any, Any, int]:
     proven = 0
     real_prove = Clearance.prove
 
-    def counting(self: Clearance, d: mujoco.MjData, seconds: float) -> Any:
+    def counting(self: Clearance, m: mujoco.MjModel, d: mujoco.MjData, steps: int) -> Any:
         nonlocal proven
-        out = real_prove(self, d, seconds)
+        out = real_prove(self, m, d, steps)
         proven += out is not None
         return out
 
@@ -155,3 +155,42 @@ def test_a_scene_of_fixed_parts_only_runs(bd: Any, scene_of: Any) -> None:
     )
     _same(fast, slow)
     assert fast.failure is None and proven > 0
+
+
+def test_no_proof_for_a_part_on_a_hinge_about_a_far_axis(bd: Any, scene_of: Any) -> None:
+    """A ball on a hinge 50 m away, its range ±0.008°: not movable enough to count as a target
+    DoF, but it sagged 7 mm through a 0.5 mm pit, and the proof (which read the hinge's speed as
+    a free body's) said it stayed put (red team, F1)."""
+    bob = bd.Pos(0, 0, 500) * bd.Sphere(2)
+    bob.label = "bob"
+    hinge = {"type": "hinge", "axis": (0, 1, 0), "anchor": (-50_000, 0, 500)}
+    pit = {"name": "pit", "kind": "forbid", "min": [-50, -50, 496.5], "max": [50, 50, 497]}
+    fast, slow, proven = _both(
+        scene_of,
+        bob,
+        objectives={"zones": [pit]},
+        options={"duration_s": 0.5},
+        parts={"bob": {"joint": {**hinge, "range": (-0.008, 0.008)}}},
+    )
+    _same(fast, slow)
+    assert proven == 0 and fast.failure is not None
+    assert fast.failure.kind.value == "FORBID_ZONE_HIT"
+
+
+@pytest.mark.parametrize("hold", [0.2 + 1e-9 + 1e-16, 0.3 + 1e-9, 0.5 - 1e-16])
+def test_the_hold_is_counted_in_whole_steps_on_both_paths(
+    bd: Any, scene_of: Any, hold: float
+) -> None:
+    """Adding n·dt per stretch and t_k − t_(k−1) per step once rounded to decisions a step
+    apart (red team, F3)."""
+    block = bd.Pos(0, 0, 200) * bd.Box(40, 40, 40)
+    block.label = "block"
+    goal = {"name": "pad", "kind": "goal", "min": [-60, -60, 0], "max": [60, 60, 60]}
+    fast, slow, _ = _both(
+        scene_of,
+        block,
+        objectives={"target": "block", "zones": [goal], "goal_hold_s": hold},
+        options={"duration_s": 1.5},
+    )
+    _same(fast, slow)
+    assert fast.failure is None
