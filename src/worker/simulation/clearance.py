@@ -6,14 +6,14 @@ on how far anything moved, that no rule could have fired; any stretch it cannot 
 stepped again from the state saved at its start, with `Verdict.step` after every step (MuJoCo is
 deterministic: the replay is bit-identical, `tests/worker/simulation/test_clearance.py`).
 
-The proof holds only where every joint of the scene is free, every moving body a rigid body
-on one (parts welded to one move with it) and no actuator is driven (a hinge 50 m from its part
-once moved it 50 times what a free joint's speed bound said): a point of such a body moves in a step by at most
-dt · (|v| + R·|ω|), where v and ω are the free joint's velocities after the step (MuJoCo moves
-the body by them: a translation and a rotation about its origin) and R the point's constant
-distance from the origin; |v| and |ω| are bounded by the sums of the largest |qvel| components
-seen in the stretch. Then, from the anchor (the last state the rules were judged in full, whose
-distances to the zones are measured), a stretch is clear when:
+The proof holds only where every joint of the scene is free, every moving body a rigid body on
+one (parts welded to one move with it) and no actuator is driven (a hinge 50 m from its part
+once moved it 50 times what a free joint's speed bound said): a point of such a body moves in a
+step by at most dt · (|v| + R·|ω|), where v and ω are the free joint's velocities after the
+step (MuJoCo moves the body by them: a translation and a rotation about its origin) and R the
+point's constant distance from the origin; |v| and |ω| are bounded by the sums of the largest
+|qvel| components seen in the stretch. Then, from the anchor (the last state the rules were
+judged in full, whose distances to the zones are measured), a stretch is clear when:
 
 - every watched geom's bounding sphere may have moved less than its distance to every forbid
   zone (FORBID_ZONE_HIT cannot fire);
