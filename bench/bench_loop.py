@@ -3,7 +3,9 @@
     .venv/bin/python bench/bench_loop.py [--seconds 10]
 
 Prints steps/s for both and their ratio (the loop's overhead: controls, verdict checks every
-10 ms of simulated time, contact-force scan, series sampling, wall-clock checks). Then the cost
+10 ms of simulated time, contact-force scan, series sampling, wall-clock checks), and the same
+with a thin forbid zone beside the pile and bounds (checked after every step, along each step's
+path). Then the cost
 of a frame: raw `mujoco.Renderer` frames against our Renderer (zone outlines, the highlighted
 culprit, the HUD drawn by mjr_overlay), the Recorder (plus the H.264 encode) and a contact sheet.
 """
@@ -54,11 +56,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10.0, help="simulated seconds per run")
     args = ap.parse_args()
-    print(f"{'scene':>10} {'bare steps/s':>14} {'loop steps/s':>14} {'loop/bare':>10}")
+    print(
+        f"{'scene':>10} {'bare steps/s':>14} {'loop steps/s':>14} {'loop/bare':>10} "
+        f"{'zoned steps/s':>14} {'zoned/bare':>11}"
+    )
     for n in (5, 20, 100):
         geom = extract_geometry(pile(n))
         opt = SimOptions(duration_s=args.seconds, render=False)
         scene = build_scene(geom, Objectives(), opt)
+        zoned_obj = Objectives.model_validate(NEAR_ZONES)
+        zoned_scene = build_scene(geom, zoned_obj, opt)
         steps = round(args.seconds / opt.timestep_s)
         # Alternate and take the best of 2 to damp noise from the other core.
         bare = max(bare_steps_per_s(scene.model, steps) for _ in range(2))
@@ -66,11 +73,25 @@ def main() -> None:
             s.steps / s.wall_time_s
             for s in (SimulationLoop(scene, Objectives(), opt).run() for _ in range(2))
         )
-        print(f"{n:>7} pts {bare:>14,.0f} {loop:>14,.0f} {loop / bare:>10.3f}")
+        zoned = max(
+            s.steps / s.wall_time_s
+            for s in (SimulationLoop(zoned_scene, zoned_obj, opt).run() for _ in range(2))
+        )
+        print(
+            f"{n:>7} pts {bare:>14,.0f} {loop:>14,.0f} {loop / bare:>10.3f} "
+            f"{zoned:>14,.0f} {zoned / bare:>11.3f}"
+        )
 
     render_costs()
 
 
+NEAR_ZONES = {
+    # A thin forbid zone 10 mm beside the pile and bounds around it: the rules checked after
+    # every step along the path the step moved each part (Verdict.step), the parts at its edge
+    # within reach of the zone at every step.
+    "zones": [{"name": "edge", "kind": "forbid", "min": [-170, -170, 0], "max": [-160, 170, 1]}],
+    "bounds": {"min": [-1000, -1000, -10], "max": [1000, 1000, 2000]},
+}
 ZONES = {
     "target": "p0",
     "zones": [

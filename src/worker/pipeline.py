@@ -150,6 +150,7 @@ def build(job: Job, inputs: list[Source]) -> Geometry:
         max_triangles=lim.max_triangles,
         max_vertices=lim.max_vertices,
         tessellation=job.request.options.tessellation,
+        objectives=job.request.objectives,
     )
     (job.dir.path / "geometry.json").write_text(geom.model_dump_json())
     return geom

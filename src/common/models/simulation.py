@@ -180,6 +180,43 @@ class Zone(Box):
     kind: Literal["goal", "forbid", "build"]
 
 
+class Control(StrictModel):
+    """Input of one actuator over time. The actuator is named after the part whose joint it
+    drives: a design's part in SimOptions.controls, an environment's in Objectives.controls.
+    constant: `value`; sine: `offset + amplitude·sin(2π·frequency_hz·t + phase_rad)`;
+    step: `value` before `at_s`, `after` from then on."""
+
+    actuator: Name
+    kind: Literal["constant", "sine", "step"]
+    value: float = 0.0
+    amplitude: float = 0.0
+    frequency_hz: float = Field(default=0.0, ge=0.0, le=1000.0)
+    phase_rad: float = 0.0
+    offset: float = 0.0
+    at_s: float = Field(default=0.0, ge=0.0)
+    after: float = 0.0
+
+
+class ActuatorCaps(StrictModel):
+    """What a design's actuators may be, set by the task (these defaults otherwise). A design
+    chooses its actuators' gains, ranges and limits; without bounds it could choose a force
+    that wins any task, or an overload time that switches MOTOR_OVERLOAD off."""
+
+    max_force: float = Field(default=1000.0, gt=0, description="N (slide) or N·m (hinge)")
+    max_kp: float = Field(default=1e4, gt=0, description="N/mm (slide) or N·m/rad (hinge)")
+    max_kv: float = Field(default=1e3, gt=0, description="N per mm/s or N·m per rad/s")
+    max_ctrl: float = Field(
+        default=1e4, gt=0, description="largest |ctrl_range| bound, in the control's units"
+    )
+    max_overload_s: float = Field(default=2.0, gt=0, le=MAX_DURATION_S)
+    max_damping: float = Field(
+        default=10.0,
+        gt=0,
+        description="a joint's damping: N per mm/s (slide) or N·m per rad/s (hinge); beyond it "
+        "a joint is a lock (1e9 once held a target in mid-air)",
+    )
+
+
 class Objectives(StrictModel):
     target: Name | None = Field(
         default=None, description="Label of the part whose centre of mass must reach a goal zone."
@@ -190,6 +227,13 @@ class Objectives(StrictModel):
         default=None, description="A movable part whose centre of mass leaves this box fails."
     )
     floor: bool = Field(default=True, description="A ground plane at z = 0.")
+    actuator_caps: ActuatorCaps = Field(default_factory=ActuatorCaps)
+    controls: list[Control] = Field(
+        default_factory=list,
+        max_length=MAX_CONTROLS,
+        description="The task's inputs to the environment's actuators (a conveyor, a gate). "
+        "SimOptions.controls drive only the design's.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -202,6 +246,10 @@ class Objectives(StrictModel):
             raise ValueError("target: a goal zone needs a target part label")
         if self.target is not None and not has_goal:
             raise ValueError("zones: a target needs at least one goal zone")
+        names = [c.actuator for c in self.controls]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"controls: more than one control for actuator {dup}")
         return self
 
 
@@ -216,22 +264,6 @@ class Jitter(StrictModel):
     runs: int = Field(default=0, ge=0, le=MAX_JITTER_RUNS)
     position_mm: float = Field(default=0.0, ge=0.0, le=100.0)
     rotation_deg: float = Field(default=0.0, ge=0.0, le=180.0)
-
-
-class Control(StrictModel):
-    """Input of one actuator over time. The actuator is named after the part whose joint it
-    drives. constant: `value`; sine: `offset + amplitude·sin(2π·frequency_hz·t + phase_rad)`;
-    step: `value` before `at_s`, `after` from then on."""
-
-    actuator: Name
-    kind: Literal["constant", "sine", "step"]
-    value: float = 0.0
-    amplitude: float = 0.0
-    frequency_hz: float = Field(default=0.0, ge=0.0, le=1000.0)
-    phase_rad: float = 0.0
-    offset: float = 0.0
-    at_s: float = Field(default=0.0, ge=0.0)
-    after: float = 0.0
 
 
 class Limits(StrictModel):

@@ -23,7 +23,14 @@ from numpy.typing import NDArray
 from common.models.simulation import FailureKind, Objectives, SimOptions, Tessellation, Zone
 from worker.errors import Failed
 from worker.simulation.collision import Decomposer
-from worker.simulation.geometry import Geometry, Part, Primitive, allowed_deflection
+from worker.simulation.geometry import (
+    Geometry,
+    Part,
+    Primitive,
+    allowed_deflection,
+    can_move,
+    trusted,
+)
 
 MM = 1e-3
 ZONE_RGBA = {
@@ -107,13 +114,15 @@ def build_scene(
     (parents first), the zones, the actuators; compiled. Raises Failed (INVALID_GEOMETRY) when
     MuJoCo refuses it. `decomposer` holds the cached decompositions (default: none)."""
     decomposer = decomposer or Decomposer()
+    geom = trusted(geom)  # centres of mass and inertias from the meshes, not from the build
     spec = mujoco.MjSpec()
     _set_options(spec, options)
     _add_world(spec, floor=objectives.floor)
     solid_mm = _add_parts(spec, geom, decomposer)
     for z in objectives.zones:
         _add_zone(spec.worldbody, z)
-    _add_actuators(spec, geom)
+    controlled = {c.actuator for c in [*options.controls, *objectives.controls]}
+    _add_actuators(spec, geom, controlled)
     spec.memory = arena_bytes(
         sum(1 for g in spec.geoms if g.contype or g.conaffinity), 6 * len(geom.parts)
     )
@@ -127,10 +136,10 @@ def build_scene(
         spec=spec,
         parts=_part_infos(model, geom),
         zone_geoms={
-            z.name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"zone:{z.name}")
+            z.name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"zone/{z.name}")
             for z in objectives.zones
         },
-        actuators=_actuator_infos(model, geom),
+        actuators=_actuator_infos(model, geom, controlled),
         extent_center_m=center,
         extent_radius_m=radius,
         solid_mm=solid_mm,
@@ -244,22 +253,30 @@ def _add_parts(
     solid_mm: dict[str, list[NDArray[np.float64]]] = {}
     pending = list(geom.parts)
     while pending:
-        ready = [p for p in pending if (p.meta.joint.parent if p.meta.joint else "world") in bodies]
+        ready = [p for p in pending if _body_parent(p) in bodies]
         if not ready:  # validate_geometry rules this out; kept as a guard
             raise _refused("joint parents form a cycle")
         for p in ready:
-            parent = p.meta.joint.parent if p.meta.joint else "world"
+            parent = _body_parent(p)
             origin = np.zeros(3) if parent == "world" else np.array(by_label[parent].com_mm) * MM
             bodies[p.label], solid_mm[p.label] = _add_body(
                 spec, bodies[parent], origin, p, decomposer, geom.tessellation
             )
             if parent != "world":
-                # A part never collides with its joint parent (an axle in its bearing). MuJoCo
-                # filters parent-child contacts itself, but not when the parent is welded to the
-                # world (a fixed part), so exclude the pair explicitly.
+                # A part never collides with its joint parent, always a part of its own
+                # namespace (an axle in its bearing). MuJoCo filters parent-child contacts
+                # itself, but not when the parent is welded to the world (a fixed part), so
+                # exclude the pair explicitly.
                 spec.add_exclude(bodyname1=parent, bodyname2=p.label)
             pending.remove(p)
     return solid_mm
+
+
+def _body_parent(p: Part) -> str:
+    """The body a part's body hangs from: its joint parent, of its own namespace
+    (validate_geometry sees to it), or the world."""
+    j = p.meta.joint
+    return "world" if j is None else j.parent
 
 
 def _add_body(
@@ -270,16 +287,18 @@ def _add_body(
     decomposer: Decomposer,
     tessellation: Tessellation,
 ) -> tuple[mujoco.MjsBody, list[NDArray[np.float64]]]:
-    """The part's body at its centre of mass, with the CAD solid's mass and inertia, its joint,
-    and each solid's geoms (which never contribute mass)."""
+    """The part's body at its centre of mass, with its mass and inertia, its joint, and each
+    solid's geoms (which never contribute mass). `p` is `trusted_part`'s: the frame sits at its
+    meshes' centroid, the inertia is the CAD figure only where the mesh agrees with it, and the
+    mass is the density times the CAD volume (checked against the mesh by validate_geometry)."""
     com = np.array(p.com_mm) * MM
     body = parent.add_body(name=p.label, pos=(com - parent_com_m).tolist())
     body.explicitinertial = True
     body.mass = p.mass_kg
     body.ipos = [0.0, 0.0, 0.0]
     # mm⁵ × kg/m³ → kg·mm² (×1e-9) → kg·m² (×1e-6)
-    k = p.density * 1e-15
-    body.fullinertia = [c * k for c in p.inertia_mm5]
+    body.fullinertia = [i * p.density * 1e-15 for i in p.inertia_mm5]
+    meshes = [m.arrays() for m in p.solids]
     _add_joint(body, p)
     rgba = list(p.color or (0.7, 0.7, 0.7, 1.0))
     surface: dict[str, Any] = {
@@ -290,30 +309,30 @@ def _add_body(
         "mass": 0.0,
     }
     vertices = []
-    for si, m in enumerate(p.solids):
-        v, t = m.arrays()
+    for si, (m, (v, t)) in enumerate(zip(p.solids, meshes, strict=True)):
         vertices.append(v)
-        name = f"{p.label}__solid{si}"
+        name = f"{p.label}#solid{si}"  # '#' and '/' are in no label or zone name (Name):
+        # no label can make a name of ours twice (a part 'zone:a' once met a zone 'a__solid0')
         if m.primitive is not None:  # checked against the mesh by validate_geometry
             _add_primitive(body, name, m.primitive, com, rgba, surface)
             decomposer.stats["primitive"] += 1
             continue
         spec.add_mesh(
-            name=f"{name}_mesh", uservert=((v * MM) - com).ravel().tolist(),
+            name=f"{name}#mesh", uservert=((v * MM) - com).ravel().tolist(),
             userface=t.ravel().tolist(),
         )  # fmt: skip
         delta = allowed_deflection(tessellation, float(np.linalg.norm(v.max(0) - v.min(0))))
         pieces = decomposer.pieces(p.label, si, m, v, t, delta)
         if pieces is None:  # convex (or the hull fallback): the mesh collides as its hull
-            body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=f"{name}_mesh",
+            body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=f"{name}#mesh",
                           rgba=rgba, **surface)  # fmt: skip
             continue
-        body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=f"{name}_mesh",
+        body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_MESH, meshname=f"{name}#mesh",
                       rgba=rgba, contype=0, conaffinity=0, mass=0.0)  # fmt: skip
         for k_, piece in enumerate(pieces):
-            spec.add_mesh(name=f"{name}_piece{k_}", uservert=((piece * MM) - com).ravel().tolist())
-            body.add_geom(name=f"{name}_piece{k_}", type=mujoco.mjtGeom.mjGEOM_MESH,
-                          meshname=f"{name}_piece{k_}", rgba=[*rgba[:3], 0.0],
+            spec.add_mesh(name=f"{name}#piece{k_}", uservert=((piece * MM) - com).ravel().tolist())
+            body.add_geom(name=f"{name}#piece{k_}", type=mujoco.mjtGeom.mjGEOM_MESH,
+                          meshname=f"{name}#piece{k_}", rgba=[*rgba[:3], 0.0],
                           group=PIECE_GROUP, **surface)  # fmt: skip
     return body, vertices
 
@@ -346,10 +365,13 @@ def _add_primitive(
     )
 
 
-def _add_actuators(spec: mujoco.MjSpec, geom: Geometry) -> None:
+def _add_actuators(spec: mujoco.MjSpec, geom: Geometry, controlled: set[str]) -> None:
+    """The actuators a control drives, and no other: an actuator without a control exerts
+    nothing (MuJoCo would clamp its zero input into a ctrl range that excludes 0, and a motor
+    given no control pushed the target home)."""
     for p in geom.parts:
         a = p.meta.joint.actuator if p.meta.joint else None
-        if a is None:
+        if a is None or p.label not in controlled:
             continue
         act = spec.add_actuator(name=p.label, target=p.label)
         act.trntype = mujoco.mjtTrn.mjTRN_JOINT
@@ -378,15 +400,12 @@ def _part_infos(model: mujoco.MjModel, geom: Geometry) -> dict[str, PartInfo]:
             for g in range(model.ngeom)
             if model.geom_bodyid[g] == bid and (model.geom_contype[g] or model.geom_conaffinity[g])
         )
-        movable = not p.meta.fixed and not (
-            p.meta.joint is not None and p.meta.joint.type == "weld" and _root_is_world(p, by_label)
-        )
         parts[p.label] = PartInfo(
             label=p.label,
             source=p.source,
             body_id=bid,
             geom_ids=gids,
-            movable=movable and _has_dof_chain(p, by_label),
+            movable=can_move(p, by_label),
             mass_kg=p.mass_kg,
             initial_com_mm=p.com_mm,
             free=p.meta.joint is None and not p.meta.fixed,
@@ -394,7 +413,9 @@ def _part_infos(model: mujoco.MjModel, geom: Geometry) -> dict[str, PartInfo]:
     return parts
 
 
-def _actuator_infos(model: mujoco.MjModel, geom: Geometry) -> dict[str, ActuatorInfo]:
+def _actuator_infos(
+    model: mujoco.MjModel, geom: Geometry, controlled: set[str]
+) -> dict[str, ActuatorInfo]:
     return {
         p.label: ActuatorInfo(
             name=p.label,
@@ -404,7 +425,7 @@ def _actuator_infos(model: mujoco.MjModel, geom: Geometry) -> dict[str, Actuator
             ctrl_scale=_ctrl_scale(p),
         )
         for p in geom.parts
-        if p.meta.joint is not None and p.meta.joint.actuator is not None
+        if p.meta.joint is not None and p.meta.joint.actuator is not None and p.label in controlled
     }
 
 
@@ -440,30 +461,10 @@ def _ctrl_scale(p: Part) -> float:
     return 1.0
 
 
-def _root_is_world(p: Part, by_label: dict[str, Part]) -> bool:
-    j = p.meta.joint
-    return j is None or j.parent == "world" or by_label[j.parent].meta.fixed
-
-
-def _has_dof_chain(p: Part, by_label: dict[str, Part]) -> bool:
-    """True when the part can move: it, or an ancestor, has a degree of freedom."""
-    cur: Part | None = p
-    while cur is not None:
-        if cur.meta.fixed:
-            return False
-        j = cur.meta.joint
-        if j is None:
-            return True  # free joint
-        if j.type != "weld":
-            return True
-        cur = None if j.parent == "world" else by_label[j.parent]
-    return False
-
-
 def _add_zone(world: mujoco.MjsBody, z: Zone) -> None:
     lo, hi = np.array(z.min) * MM, np.array(z.max) * MM
     world.add_geom(
-        name=f"zone:{z.name}",
+        name=f"zone/{z.name}",
         type=mujoco.mjtGeom.mjGEOM_BOX,
         pos=((lo + hi) / 2).tolist(),
         size=((hi - lo) / 2).tolist(),

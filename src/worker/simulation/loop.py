@@ -1,5 +1,6 @@
-"""SimulationLoop: steps a built Scene, applies controls, asks the Verdict, captures frames by
-simulated time, samples the series the report plots and reports progress. Knows nothing of
+"""SimulationLoop: steps a built Scene, applies controls, asks the Verdict after every step
+(or `Clearance` proves a stretch needs no asking), captures frames by simulated time, samples
+the series the report plots and reports progress. Knows nothing of
 rendering or storage: frames and the decisive moment go to callbacks. (As in dm_control, the
 physics engine and the loop are separate.)
 
@@ -23,6 +24,7 @@ from common.models.simulation import Control, FailureKind, Objectives, SimOption
 from worker.errors import Failed, Failure
 from worker.progress import Progress, ProgressFn
 from worker.simulation.builder import MM, Scene
+from worker.simulation.clearance import Clearance
 from worker.simulation.objectives import Decision, Verdict
 from worker.simulation.series import RunSeries, Series
 
@@ -99,7 +101,8 @@ def max_normal_force(m: mujoco.MjModel, d: mujoco.MjData) -> float:
     n = d.ncon
     if n == 0:
         return 0.0
-    if n <= 16:  # numpy's per-call overhead beats the Python loop only for many contacts
+    elliptic = m.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC
+    if n <= 16 and not elliptic:  # numpy's per-call overhead beats the loop only for many
         f = np.zeros(6)
         best = 0.0
         for i in range(n):
@@ -111,13 +114,38 @@ def max_normal_force(m: mujoco.MjModel, d: mujoco.MjData) -> float:
     if not keep.any():
         return 0.0
     addr = addr[keep]
-    if m.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC:
+    if elliptic:
         return float(np.abs(d.efc_force[addr]).max())
     dim = d.contact.dim[:n][keep]
     rows = np.where(dim == 1, 1, 2 * (dim - 1))
     starts = np.cumsum(rows) - rows
     idx = np.repeat(addr, rows) + (np.arange(rows.sum()) - np.repeat(starts, rows))
     return float(np.abs(np.add.reduceat(d.efc_force[idx], starts)).max())
+
+
+def _owned_controls(scene: Scene, objectives: Objectives, options: SimOptions) -> list[Control]:
+    """The controls of the run: the request's (SimOptions) for the design's actuators, the
+    task's (Objectives) for the environment's. A request's control for the task's gate would
+    open it (INVALID_GEOMETRY, as every other reach into the task's namespace)."""
+    known = sorted(scene.actuators) or "none"
+    for c, owner in [
+        *((c, "design") for c in options.controls),
+        *((c, "environment") for c in objectives.controls),
+    ]:
+        if c.actuator not in scene.actuators:
+            raise Failed(
+                FailureKind.INVALID_GEOMETRY,
+                f"controls name unknown actuators [{c.actuator!r}] (known: {known})",
+            )
+        source = scene.parts[c.actuator].source
+        if source != owner:
+            by = "the request's controls" if owner == "design" else "the task's controls"
+            raise Failed(
+                FailureKind.INVALID_GEOMETRY,
+                f"{by} name the actuator of {source} part {c.actuator!r}: SimOptions.controls "
+                "drive only the design's actuators, Objectives.controls only the task's",
+            )
+    return [*options.controls, *objectives.controls]
 
 
 class SimulationLoop:
@@ -147,32 +175,32 @@ class SimulationLoop:
         self.wall_deadline = wall_deadline
         self.check_steps = max(1, round(check_every_s / options.timestep_s))
         self.progress_every_s = progress_every_s
-        unknown = [c.actuator for c in options.controls if c.actuator not in scene.actuators]
-        if unknown:
-            known = sorted(scene.actuators) or "none"
-            raise Failed(
-                FailureKind.INVALID_GEOMETRY,
-                f"controls name unknown actuators {unknown} (known: {known})",
-            )
-        self.controls = [(scene.actuators[c.actuator], c) for c in options.controls]
+        self.controls = [
+            (scene.actuators[c.actuator], c) for c in _owned_controls(scene, objectives, options)
+        ]
 
     def run(self, run_index: int = 0, rng: np.random.Generator | None = None) -> RunSummary:
         m = self.scene.model
         d = mujoco.MjData(m)
         m.opt.enableflags |= int(mujoco.mjtEnableBit.mjENBL_ENERGY)
         perturbation = self._perturb(m, d, rng) if rng is not None else {}
-        mujoco.mj_forward(m, d)  # also makes the first frame non-black
         verdict = Verdict(self.scene, self.obj)
+        try:
+            mujoco.mj_forward(m, d)  # also makes the first frame non-black
+        except mujoco.FatalError as e:  # too many contacts for the arena already at t = 0
+            verdict.halt(d, e)
         e0 = float(d.energy.sum())
         wall0 = time.monotonic()
         dt = m.opt.timestep
         total_steps = round(self.opt.duration_s / dt)
         series = RunSeries(self.scene, self.obj, verdict, total_steps // self.check_steps + 2)
-        series.sample(d, max_normal_force(m, d))
+        series.sample(d, self._max_force(m, d, verdict))
         frame_dt = 1.0 / self.opt.fps
         n_frames = round(self.opt.duration_s * self.opt.fps) if self.on_frame else 0
         announced = False
-        decision: Decision | None = verdict.initial(m, d)
+        decision = verdict.decision if verdict.halted else verdict.initial(m, d)
+        clearance = Clearance(self.scene, self.obj, self.opt, verdict)
+        clearance.anchor(m, d, judged=False)
         if decision is not None:
             n_frames, announced = self._announce(d, decision, n_frames), True
         frames = 0
@@ -188,24 +216,19 @@ class SimulationLoop:
                 assert self.on_frame is not None
                 self.on_frame(d)
                 frames += 1
-            if decision is not None and self.opt.stop_on_decision:
+            if verdict.halted or (decision is not None and self.opt.stop_on_decision):
                 break
             # A chunk ends at the next check, the next frame or the end of the run.
             chunk = min(self.check_steps - since_check, total_steps - step)
             if frames < n_frames:
                 to_frame = math.ceil((frames * frame_dt - dt / 2 - d.time) / dt)
                 chunk = max(1, min(chunk, to_frame))
-            if self.controls:
-                for _ in range(chunk):  # controls change with time: set them every step
-                    for a, c in self.controls:
-                        d.ctrl[a.actuator_id] = control_value(c, d.time) * a.ctrl_scale
-                    mujoco.mj_step(m, d)
-            else:
-                mujoco.mj_step(m, d, chunk)
-            step += chunk
-            since_check += chunk
-            if since_check >= self.check_steps or step == total_steps:
-                force = max_normal_force(m, d)
+            done = self._stretch(m, d, chunk, verdict, clearance)
+            step += done
+            since_check += done
+            placed = done < chunk  # `step` decided mid-chunk: check the rest now
+            if placed or since_check >= self.check_steps or step == total_steps:
+                force = self._max_force(m, d, verdict)
                 decision = verdict.update(m, d, since_check * dt, force)
                 since_check = 0
                 max_ke = max(max_ke, float(d.energy[1]))
@@ -223,8 +246,11 @@ class SimulationLoop:
             assert self.on_frame is not None
             self.on_frame(d)
             frames += 1
-        mujoco.mj_forward(m, d)  # kinematics after mj_step lag one step; report the final state
-        decision = verdict.final(d)
+        if not verdict.halted:  # kinematics after mj_step lag one step: the final state's
+            mujoco.mj_forward(m, d)
+        if verdict.stale:
+            verdict.resume(m, d)
+        decision = verdict.final(m, d)
         if not announced:
             self._announce(d, decision, n_frames)
         if self.on_end is not None:
@@ -261,6 +287,50 @@ class SimulationLoop:
 
     # --- helpers --------------------------------------------------------------------------------
 
+    def _stretch(
+        self, m: mujoco.MjModel, d: mujoco.MjData, n: int, verdict: Verdict, clearance: Clearance
+    ) -> int:
+        """Up to `n` physics steps: without the Verdict where `clearance` proves that no rule
+        could fire in them, else (from the same state again) judged after every step."""
+        if clearance.usable and not verdict.halted:
+            clearance.begin(m, d)
+            if clearance.step(m, d, n):
+                stretch = clearance.prove(m, d, n)
+                if stretch is not None:
+                    verdict.skip(d, stretch)
+                    if clearance.worn:
+                        clearance.anchor(m, d, judged=False)
+                    return n
+            clearance.restore(m, d)
+            if verdict.stale:
+                verdict.resume(m, d)
+        done = self._advance(m, d, n, verdict)
+        clearance.anchor(m, d, judged=True)
+        return done
+
+    def _advance(self, m: mujoco.MjModel, d: mujoco.MjData, n: int, verdict: Verdict) -> int:
+        """Up to `n` physics steps, one at a time: the controls change with time and every rule
+        but the contact force is checked after every step (`Verdict.step`), along the path
+        from the step before. Returns the steps taken: fewer when the decision latches (the
+        caller checks the rest at once) or MuJoCo cannot go on (`Verdict.halt`)."""
+        undecided = verdict.decision is None
+        for i in range(n):
+            for a, c in self.controls:
+                d.ctrl[a.actuator_id] = control_value(c, d.time) * a.ctrl_scale
+            try:
+                mujoco.mj_step(m, d)
+            except mujoco.FatalError as e:
+                verdict.halt(d, e)
+                return i
+            if verdict.step(m, d) is not None and undecided:
+                return i + 1
+        return n
+
+    @staticmethod
+    def _max_force(m: mujoco.MjModel, d: mujoco.MjData, verdict: Verdict) -> float:
+        """The largest contact force, unless MuJoCo stopped mid-step (its forces are unset)."""
+        return 0.0 if verdict.halted else max_normal_force(m, d)
+
     def _announce(self, d: mujoco.MjData, decision: Decision, n_frames: int) -> int:
         """Hand the decisive moment to `on_decision`; return the frames the video keeps: those
         up to VIDEO_TAIL_S after the decision (all of them with `full_video`)."""
@@ -278,28 +348,32 @@ class SimulationLoop:
     def _perturb(
         self, m: mujoco.MjModel, d: mujoco.MjData, rng: np.random.Generator
     ) -> dict[str, Any]:
-        """Shift and turn each free design part (jitter run)."""
+        """Shift and turn each free design part, and move each hinge and slide of the design
+        within its range (jitter run): a design whose parts all hang on joints once escaped
+        the jitter altogether."""
         out: dict[str, Any] = {}
         j = self.opt.jitter
         for p in self.scene.parts.values():
-            if not (p.free and p.source == "design"):
+            if p.source != "design" or p.body_id <= 0 or not m.body_jntnum[p.body_id]:
                 continue
-            jid = m.body_jntadr[p.body_id]
-            adr = m.jnt_qposadr[jid]
-            shift = rng.uniform(-j.position_mm, j.position_mm, 3)
-            axis = rng.normal(size=3)
-            axis /= np.linalg.norm(axis) or 1.0
-            angle = math.radians(rng.uniform(-j.rotation_deg, j.rotation_deg))
-            d.qpos[adr : adr + 3] += shift * MM
-            quat = np.zeros(4)
-            mujoco.mju_axisAngle2Quat(quat, axis, angle)
-            res = np.zeros(4)
-            mujoco.mju_mulQuat(res, quat, d.qpos[adr + 3 : adr + 7])
-            d.qpos[adr + 3 : adr + 7] = res
-            out[p.label] = {
-                "shift_mm": [round(float(c), 3) for c in shift],
-                "rotation_deg": round(math.degrees(angle), 3),
-            }
+            jid = int(m.body_jntadr[p.body_id])
+            adr = int(m.jnt_qposadr[jid])
+            kind = int(m.jnt_type[jid])
+            if kind == mujoco.mjtJoint.mjJNT_FREE:
+                out[p.label] = _perturb_free(d, adr, rng, j.position_mm, j.rotation_deg)
+            elif kind in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE):
+                hinge = kind == mujoco.mjtJoint.mjJNT_HINGE
+                size = math.radians(j.rotation_deg) if hinge else j.position_mm * MM
+                move = float(rng.uniform(-size, size))
+                if m.jnt_limited[jid]:
+                    lo, hi = m.jnt_range[jid]
+                    move = min(max(move, float(lo)), float(hi))
+                d.qpos[adr] += move
+                out[p.label] = (
+                    {"rotation_deg": round(math.degrees(move), 3)}
+                    if hinge
+                    else {"slide_mm": round(move / MM, 3)}
+                )
         return out
 
     def _part_metrics(self, d: mujoco.MjData, verdict: Verdict) -> dict[str, dict[str, Any]]:
@@ -313,6 +387,7 @@ class SimulationLoop:
         out = {}
         for label, p in self.scene.parts.items():
             out[label] = {
+                "source": p.source,
                 "mass_kg": p.mass_kg,
                 "initial_position_mm": [round(c, 3) for c in p.initial_com_mm],
                 "final_position_mm": [round(float(c) / MM, 3) for c in d.xipos[p.body_id]],
@@ -330,3 +405,24 @@ class SimulationLoop:
             "hold_s": round(verdict.best_hold_s, 6),
             "min_distance_mm": round(verdict.min_distance_mm, 3),
         }
+
+
+def _perturb_free(
+    d: mujoco.MjData, adr: int, rng: np.random.Generator, position_mm: float, rotation_deg: float
+) -> dict[str, Any]:
+    """Shift a free part by up to `position_mm` on each axis and turn it by up to
+    `rotation_deg` about a random axis."""
+    shift = rng.uniform(-position_mm, position_mm, 3)
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis) or 1.0
+    angle = math.radians(rng.uniform(-rotation_deg, rotation_deg))
+    d.qpos[adr : adr + 3] += shift * MM
+    quat = np.zeros(4)
+    mujoco.mju_axisAngle2Quat(quat, axis, angle)
+    res = np.zeros(4)
+    mujoco.mju_mulQuat(res, quat, d.qpos[adr + 3 : adr + 7])
+    d.qpos[adr + 3 : adr + 7] = res
+    return {
+        "shift_mm": [round(float(c), 3) for c in shift],
+        "rotation_deg": round(math.degrees(angle), 3),
+    }

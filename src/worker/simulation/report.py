@@ -142,12 +142,12 @@ def report_markdown(result: dict[str, Any], request_id: str) -> str:
             "",
             "## Parts",
             "",
-            "| part | mass (kg) | start (mm) | end (mm) | max speed (mm/s) |",
-            "| --- | ---: | --- | --- | ---: |",
+            "| part | from | mass (kg) | start (mm) | end (mm) | max speed (mm/s) |",
+            "| --- | --- | ---: | --- | --- | ---: |",
         ]
         for label, p in parts.items():
             lines.append(
-                f"| {md(label)} | {_f(p.get('mass_kg'), '.4g')} | "
+                f"| {md(label)} | {md(p.get('source', ''))} | {_f(p.get('mass_kg'), '.4g')} | "
                 f"{_vec(p.get('initial_position_mm'))} | {_vec(p.get('final_position_mm'))} | "
                 f"{_f(p.get('max_speed_mm_s'), '.0f')} |"
             )
@@ -380,6 +380,7 @@ def report_html(result: dict[str, Any], request_id: str, media: Media, width: in
             rows.append(
                 [
                     _e(label) + tag,
+                    _e(p.get("source", "")),
                     _f(p.get("mass_kg"), ".4g"),
                     _vec(p.get("initial_position_mm")),
                     _vec(p.get("final_position_mm")),
@@ -388,7 +389,9 @@ def report_html(result: dict[str, Any], request_id: str, media: Media, width: in
             )
         out += [
             "<section><h2>Parts</h2>",
-            _table(["part", "#mass (kg)", "start (mm)", "end (mm)", "#max speed (mm/s)"], rows),
+            _table(
+                ["part", "from", "#mass (kg)", "start (mm)", "end (mm)", "#max speed (mm/s)"], rows
+            ),
             "</section>",
         ]
     out.append(_numbers_html(m))

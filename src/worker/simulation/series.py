@@ -134,7 +134,7 @@ class RunSeries:
             row[0] = min(_box_distance(x, y, z, g) for g in self._goals) / MM
             row[1] = self.verdict.hold_s
             i = 2
-        np.divide(self.verdict.speeds_m_s, MM, out=row[i : i + self._n_speed])
+        np.divide(self.verdict.peak_speeds_m_s(), MM, out=row[i : i + self._n_speed])
         i += self._n_speed
         e = d.energy
         row[i : i + 4] = (contact_force_n, e[1], e[0], e[0] + e[1])

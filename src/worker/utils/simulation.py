@@ -65,6 +65,7 @@ def simulate_local(
                 max_triangles=limits.max_triangles,
                 max_vertices=limits.max_vertices,
                 tessellation=options.tessellation,
+                objectives=objectives,
             )
             geometry = workdir / "geometry.json"
             geometry.write_text(geom.model_dump_json())

@@ -138,6 +138,8 @@ def test_absurd_motor_force_is_physics_instability(run_design: RunDesign) -> Non
             "duration_s": 2,
             "controls": [{"actuator": "bullet", "kind": "constant", "value": 1e9}],
         },
+        # The task allows forces far beyond the default caps: what the instability rules are for.
+        objectives={"actuator_caps": {"max_force": 1e13}},
     )
     assert r.failure == FailureKind.PHYSICS_INSTABILITY
     assert r.reason.startswith("The simulation diverged at t=0.01 s (")
@@ -161,6 +163,7 @@ def test_control_beyond_mujoco_range_is_physics_instability(run_design: RunDesig
             "duration_s": 2,
             "controls": [{"actuator": "bullet", "kind": "constant", "value": 1e12}],
         },
+        objectives={"actuator_caps": {"max_force": 1e13}},
     )
     assert r.failure == FailureKind.PHYSICS_INSTABILITY
     assert r.reason == "The simulation diverged at t=0.01 s (mjWARN_BADCTRL)."
@@ -246,7 +249,7 @@ def test_forged_nan_mesh_vertex_is_invalid_geometry(run_design: RunDesign) -> No
     )
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "The geometry was rejected: part 'cube' has non-finite or enormous coordinates."
+        "The geometry was rejected: design part 'cube' has non-finite or enormous coordinates."
     )
 
 
@@ -262,20 +265,20 @@ def test_forged_enormous_mesh_coordinates_are_invalid_geometry(run_design: RunDe
     )
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "The geometry was rejected: part 'cube' has non-finite or enormous coordinates."
+        "The geometry was rejected: design part 'cube' has non-finite or enormous coordinates."
     )
 
 
 def test_forged_enormous_centre_of_mass_is_invalid_geometry(run_design: RunDesign) -> None:
     r = run_design(forged('send(part("cube", *cube(), com=(1e12, 0.0, 0.0)))'))
     assert r.failure == FailureKind.INVALID_GEOMETRY
-    assert r.reason == "The geometry was rejected: part 'cube' lies further than 1 km out."
+    assert r.reason == "The geometry was rejected: design part 'cube' lies further than 1 km out."
 
 
 def test_forged_flat_solid_is_invalid_geometry(run_design: RunDesign) -> None:
     r = run_design(forged('send(part("sheet", *cube(size=(10, 10, 0))))'))
     assert r.failure == FailureKind.INVALID_GEOMETRY
-    assert r.reason == "The geometry was rejected: part 'sheet' has a flat solid."
+    assert r.reason == "The geometry was rejected: design part 'sheet' has a flat solid."
 
 
 def test_forged_zero_volume_is_protocol_violation(run_design: RunDesign) -> None:
@@ -303,9 +306,9 @@ def test_forged_collinear_mesh_is_invalid_geometry(run_design: RunDesign) -> Non
     )
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "The geometry was rejected: part 'needle': its CAD solid has a volume of 100 mm³ but its "
-        "mesh encloses 0 mm³, more than the tessellation can explain (±1 mm³); the solid is "
-        "probably not closed or intersects itself."
+        "The geometry was rejected: design part 'needle': its CAD solid has a volume of 100 mm³ "
+        "but its mesh encloses 0 mm³, more than the tessellation can explain (±1 mm³); the "
+        "solid is probably not closed or intersects itself."
     )
 
 
@@ -322,7 +325,7 @@ def test_forged_centre_of_mass_in_the_goal_is_invalid_geometry(run_design: RunDe
     )
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "The geometry was rejected: part 'cube' claims a centre of mass outside its solids."
+        "The geometry was rejected: design part 'cube' claims a centre of mass outside its solids."
     )
 
 
@@ -331,7 +334,7 @@ def test_forged_enormous_volume_is_invalid_geometry(run_design: RunDesign) -> No
     r = run_design(forged('send(part("cube", *cube(), volume=1e15))'))
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "The geometry was rejected: part 'cube' claims more volume than its solids can hold."
+        "The geometry was rejected: design part 'cube' claims more volume than its solids can hold."
     )
 
 
@@ -340,7 +343,7 @@ def test_forged_enormous_inertia_is_invalid_geometry(run_design: RunDesign) -> N
     r = run_design(forged('send(part("cube", *cube(), inertia=[1e30] * 3 + [0] * 3))'))
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "The geometry was rejected: part 'cube' claims an inertia its solids cannot have."
+        "The geometry was rejected: design part 'cube' claims an inertia its solids cannot have."
     )
 
 
@@ -360,8 +363,8 @@ def test_forged_sphere_claim_on_a_cube_is_invalid_geometry(run_design: RunDesign
     )
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason.startswith(
-        "The geometry was rejected: part 'cube' solid 0 is claimed to be a sphere but its mesh "
-        "is not one (it encloses 1000 mm³, the shape 2720.7 mm³)"
+        "The geometry was rejected: design part 'cube' solid 0 is claimed to be a sphere but "
+        "its mesh is not one (it encloses 1000 mm³, the shape 2720.7 mm³)"
     ), r.reason
 
 

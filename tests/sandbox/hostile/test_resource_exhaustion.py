@@ -415,7 +415,8 @@ def test_four_triangles_over_a_million_vertices_are_refused_at_once(run_design: 
     r = run_design(HAIRBALL + "\ndef build():\n    send(4, 300_000)\n")
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "The geometry was rejected: part 'hairball' has a solid of 300000 vertices for 4 triangles."
+        "The geometry was rejected: design part 'hairball' has a solid of 300000 vertices for 4 "
+        "triangles."
     )
     assert r.metrics["sim_time_s"] == 0  # the physics never started
     assert "physics" not in r.metrics["resources"]

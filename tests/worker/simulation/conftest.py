@@ -21,7 +21,7 @@ def make_scene(
     obj = Objectives.model_validate(objectives or {})
     opt = SimOptions.model_validate({"render": False, **(options or {})})
     geom = extract_geometry(shapes, parts, tessellation=opt.tessellation)
-    validate_geometry(geom, tessellation=opt.tessellation)
+    validate_geometry(geom, tessellation=opt.tessellation, objectives=obj)
     return build_scene(geom, obj, opt), obj, opt
 
 

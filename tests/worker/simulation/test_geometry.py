@@ -15,6 +15,8 @@ from worker.simulation.geometry import (
     Mesh,
     Part,
     PartMeta,
+    inertia_of,
+    trusted_inertia,
     validate_geometry,
 )
 
@@ -128,14 +130,30 @@ def test_joint_to_unknown_part_is_invalid() -> None:
 def test_design_may_not_grab_a_movable_environment_part() -> None:
     target = part("target", source="environment")
     claw = part("claw", meta={"joint": {"type": "weld", "parent": "target"}})
-    with pytest.raises(Failed, match="may not be jointed to environment part 'target'"):
+    with pytest.raises(Failed) as e:
         validate_geometry(Geometry(parts=[target, claw]))
+    assert e.value.reason == (
+        "The geometry was rejected: design part 'claw' is jointed to environment part 'target': "
+        'parts may be jointed only to "world" or to parts of their own design.'
+    )
 
 
-def test_design_may_mount_on_a_fixed_environment_part() -> None:
+def test_design_may_not_mount_on_a_fixed_environment_part_but_says_how() -> None:
+    """A joint exempts the pair from colliding; a fixed environment part is where the world
+    is, so "world" with the same anchor is the same joint and keeps the collisions."""
     table = part("table", source="environment", meta={"fixed": True})
     arm = part("arm", meta={"joint": {"type": "hinge", "parent": "table"}})
-    validate_geometry(Geometry(parts=[table, arm]))
+    with pytest.raises(Failed) as e:
+        validate_geometry(Geometry(parts=[table, arm]))
+    assert e.value.reason.endswith('(it is fixed: joint to "world" instead, with the same anchor).')
+
+
+def test_honest_twin_a_design_mounts_on_the_world_or_its_own_parts() -> None:
+    table = part("table", source="environment", meta={"fixed": True})
+    base = part("base", meta={"fixed": True})
+    arm = part("arm", meta={"joint": {"type": "hinge", "parent": "base"}})
+    post = part("post", meta={"joint": {"type": "hinge", "parent": "world"}})
+    validate_geometry(Geometry(parts=[table, base, arm, post]))
 
 
 def test_environment_may_not_joint_to_the_design() -> None:
@@ -233,7 +251,8 @@ def test_more_than_three_vertices_per_triangle_is_refused_before_decoding(
         validate_geometry(Geometry(parts=[part(solids=[m])]), max_vertices=2_000_000)
     assert e.value.kind == "INVALID_GEOMETRY"
     assert e.value.reason == (
-        "The geometry was rejected: part 'p' has a solid of 1000008 vertices for 12 triangles."
+        "The geometry was rejected: design part 'p' has a solid of 1000008 vertices for 12 "
+        "triangles."
     )
 
 
@@ -243,3 +262,32 @@ def test_a_vertex_no_triangle_uses_is_invalid() -> None:
         validate_geometry(Geometry(parts=[part(vertices=extra)]))
     assert e.value.kind == "INVALID_GEOMETRY"
     assert e.value.reason.endswith("part 'p' has 1 vertices that no triangle uses.")
+
+
+# --- the inertia the physics uses ----------------------------------------------------------------
+
+
+def test_an_honest_inertia_is_used_as_claimed() -> None:
+    p = part()
+    got = trusted_inertia(p, [m.arrays() for m in p.solids])
+    assert np.allclose(got, np.diag([CUBE_I] * 3))
+
+
+@pytest.mark.parametrize("factor", [4.0, 0.25, 1.05])
+def test_a_claimed_inertia_unlike_the_mesh_is_replaced_by_the_meshes(factor: float) -> None:
+    """The claim is not believed: 5% off an exact (planar) mesh is more than it can explain."""
+    p = part(inertia_mm5=(CUBE_I * factor,) * 3 + (0.0, 0.0, 0.0))
+    got = trusted_inertia(p, [m.arrays() for m in p.solids])
+    assert np.allclose(got, np.diag([CUBE_I] * 3))
+
+
+def test_the_mesh_inertia_matches_build123d_for_a_turned_box(bd: Any) -> None:
+    """Products of inertia included, with build123d's sign convention."""
+    from worker.simulation.cad import extract_geometry
+
+    box = bd.Rot(20, 30, 10) * bd.Box(40, 10, 5)
+    p = extract_geometry(box).parts[0]
+    ixx, iyy, izz, ixy, ixz, iyz = p.inertia_mm5
+    claimed = np.array([[ixx, ixy, ixz], [ixy, iyy, iyz], [ixz, iyz, izz]])
+    _, mesh = inertia_of([m.arrays() for m in p.solids], np.array(p.com_mm))
+    assert np.allclose(mesh, claimed, rtol=1e-6, atol=1e-3 * abs(claimed).max())

@@ -43,6 +43,7 @@ def result(**over: Any) -> dict[str, Any]:
             "phases_s": {"build": 1.0, "simulate": 0.2},
             "parts": {
                 "box": {
+                    "source": "design",
                     "mass_kg": 1.0,
                     "initial_position_mm": [0, 0, 100],
                     "final_position_mm": [0, 0, -50],
@@ -111,7 +112,7 @@ def test_markdown_names_verdict_parts_rules_and_timings() -> None:
     text = report_markdown(result(), "req-1")
     assert "**FAIL — OUT\\_OF\\_BOUNDS**: Part 'box' left the bounds at t=0.50 s." in text
     assert "Decided at t = 0.500 s (part: box)." in text
-    assert "| box | 1 | 0.0, 0.0, 100.0 | 0.0, 0.0, -50.0 | 1200 |" in text
+    assert "| box | design | 1 | 0.0, 0.0, 100.0 | 0.0, 0.0, -50.0 | 1200 |" in text
     assert "| 0 | 0.500 | OUT\\_OF\\_BOUNDS | box | decision |" in text
     assert "| build | 1.000 s |" in text
 
@@ -129,9 +130,9 @@ def test_markdown_escapes_every_character_that_could_be_markup() -> None:
     assert re.search(r"(?<!\\)[<>]", body) is None  # no raw HTML can open
     assert re.search(r"(?<!\\)\]\(", body) is None  # no link can close
     assert ours == ["Artifacts (next to this file): [video](video.mp4)"]  # javascript: dropped
-    # Each table row of the parts keeps its five cells (the pipes in the label are escaped).
+    # Each table row of the parts keeps its six cells (the pipes in the label are escaped).
     row = next(ln for ln in text.splitlines() if ln.startswith("| \\<h1\\>"))
-    assert len(re.findall(r"(?<!\\)\|", row)) == 6
+    assert len(re.findall(r"(?<!\\)\|", row)) == 7
 
 
 def test_markdown_renders_hostile_text_as_text_in_a_real_commonmark_renderer() -> None:
@@ -143,10 +144,10 @@ def test_markdown_renders_hostile_text_as_text_in_a_real_commonmark_renderer() -
                                     "tr", "th", "td"}  # fmt: skip
     assert [a["href"] for t, a in tags if t == "a"] == ["video.mp4"]
     assert "&lt;h1&gt;pwned&lt;/h1&gt;" in page and "&lt;script&gt;" in page
-    # The label with its pipes stays one cell: the parts table has 5 columns in every row.
+    # The label with its pipes stays one cell: the parts table has 6 columns in every row.
     parts = page.split("<h2>Parts</h2>")[1].split("</table>")[0]
     rows = re.findall(r"<tr>(.*?)</tr>", parts, re.DOTALL)
-    assert [len(re.findall(r"<t[hd][ >]", r)) for r in rows] == [5, 5]
+    assert [len(re.findall(r"<t[hd][ >]", r)) for r in rows] == [6, 6]
 
 
 def test_markdown_escape_keeps_a_sentence_readable() -> None:
