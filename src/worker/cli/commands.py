@@ -160,7 +160,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return EXIT_SUCCESS
 
     with janitor:
-        return asyncio.run(go())
+        try:
+            return asyncio.run(go())
+        finally:
+            launcher.close()  # its zygote
 
 
 def demo_request() -> SimulationRequest:
@@ -259,20 +262,26 @@ def _kv(d: dict[str, int]) -> str:
 
 def _policy_check(launcher: Any) -> int:
     """Start a real jail of each kind and check every promise of its policy file from inside
-    it (and its cgroups from outside); exit 3 loudly if anything differs."""
-    from worker.sandbox.probe import ProbeFailed, verify
+    it (and its cgroups from outside), then a warm build job forked from a zygote against the
+    same promises and the zygote's own; exit 3 loudly if anything differs."""
+    from worker.sandbox.probe import ProbeFailed, verify, verify_warm
+    from worker.sandbox.zygote import WarmLauncher, ZygoteFailed
 
     launcher.check()
     print(f"nsjail:  {launcher.binary}")
     print(f"digest:  {launcher.policy.digest()}")
     failed = 0
-    for jail in ("build", "physics"):
+    warm = WarmLauncher(launcher)
+    for jail in ("build", "physics", "build (warm)"):
         try:
-            checks = verify(launcher, jail)
-        except ProbeFailed as e:
-            print(f"FAIL {jail}: {e.message}")
+            checks = verify_warm(warm) if jail == "build (warm)" else verify(launcher, jail)
+        except (ProbeFailed, ZygoteFailed) as e:
+            print(f"FAIL {jail}: {e}")
             failed += 1
             continue
+        finally:
+            if jail == "build (warm)":
+                warm.close()
         for c in checks:
             print(
                 f"{'ok  ' if c.ok else 'FAIL'} {jail}: {c.name}" + ("" if c.ok else f": {c.detail}")

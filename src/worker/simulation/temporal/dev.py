@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from common.models.simulation import SimulationRequest, SimulationResult
 from worker.errors import InfrastructureError
+from worker.sandbox.launcher import Launcher
 from worker.settings import Settings
 from worker.simulation.temporal import client as simclient
 from worker.simulation.temporal.shared import TASK_QUEUE
@@ -79,6 +80,26 @@ async def run_dev(
     gets the lines an operator reads (where the server and the UI are); `on_server` the pid of
     the dev server process once it runs (the janitor stops it if this process is killed)."""
     launcher = prepare_worker(settings)  # fail closed before starting anything
+    try:
+        return await _serve_dev(settings, launcher, port, ui_port, db_filename, demo, slots,
+                                graceful_shutdown_s, metrics_port, say, on_server)  # fmt: skip
+    finally:
+        launcher.close()  # its zygote
+
+
+async def _serve_dev(
+    settings: Settings,
+    launcher: Launcher,
+    port: int,
+    ui_port: int,
+    db_filename: Path | None,
+    demo: SimulationRequest | None,
+    slots: int | None,
+    graceful_shutdown_s: float,
+    metrics_port: int | None,
+    say: Callable[[str], None],
+    on_server: Callable[[int], None] | None,
+) -> DemoRun | None:
     runtime = start_metrics(metrics_port)[0] if metrics_port is not None else None
     db = db_filename or settings.paths.data_dir / "temporal-dev.db"
     db.parent.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,7 @@ def prepare_worker(settings: Settings) -> Launcher:
             f"this worker's jail budgets do not fit SimulationWorkflow's timeouts ({misfit}); "
             "lower them, or the workflow would end jobs before their jails' limits fire"
         )
-    launcher = make_launcher(settings.sandbox, settings.paths.policy_root)
+    launcher = make_launcher(settings.sandbox, settings.paths.policy_root, settings.reuse)
     cleanup_dead_workers(launcher)
     probed = probe(launcher, "physics")
     log.info("worker.render_probe", launcher=launcher.name, wall_s=probed.wall_s)
@@ -91,7 +91,7 @@ def cleanup_dead_workers(launcher: Launcher) -> dict[str, object]:
     from worker.sandbox.nsjail import remove_stale_cgroups
 
     t = time.monotonic()
-    groups = remove_stale_cgroups() if launcher.name == "nsjail" else []
+    groups = remove_stale_cgroups() if launcher.policy is not None else []
     dirs = remove_stale_job_dirs()
     took = round(time.monotonic() - t, 3)
     if groups or dirs:
@@ -149,8 +149,28 @@ async def run_worker(
     jobs get `graceful_shutdown_s` to finish, then are cancelled (jails killed and reaped).
     Without a `launcher`, `prepare_worker` makes one (cleaning up after dead workers); pass one
     from `prepare_worker` to fail before connecting."""
+    owned = launcher is None
     if launcher is None:
         launcher = prepare_worker(settings)
+    try:
+        await _serve(client, settings, launcher, task_queue, slots, heartbeat_interval_s,
+                     graceful_shutdown_s, stop, on_ready)  # fmt: skip
+    finally:
+        if owned:
+            launcher.close()  # its zygote
+
+
+async def _serve(
+    client: Client,
+    settings: Settings,
+    launcher: Launcher,
+    task_queue: str,
+    slots: int | None,
+    heartbeat_interval_s: float,
+    graceful_shutdown_s: float,
+    stop: asyncio.Event | None,
+    on_ready: Callable[[], Awaitable[None]] | None,
+) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
