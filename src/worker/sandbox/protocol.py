@@ -413,6 +413,9 @@ class ZygoteJob(_Frame):
     """Names in the job's read-only /job of the file descriptors after ZYGOTE_FDS."""
     job_bytes: int = Field(gt=0)
     """Size of the job's /job tmpfs (the files fit)."""
+    job_source: str = Field(max_length=512, pattern=r"^/[^\s,]*$")
+    """The host directory the files come from, as the /job tmpfs's source name: what a cold
+    jail's bind of it shows in mountinfo, and how the worker finds a job's processes."""
     time_limit_s: int = Field(gt=0)
     """nsjail's time_limit, enforced by the job's reaper: it kills the job then."""
     rlimits: dict[str, int | None]

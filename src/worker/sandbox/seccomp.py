@@ -80,7 +80,9 @@ class Rule:
     """None (always), or a parsed expression: ("or"|"and", [..]), ("cmp", arg, mask, op, k)."""
 
 
-_TOKEN = re.compile(r"\s*(0x[0-9a-fA-F]+|\d+|[A-Za-z_][A-Za-z_0-9]*|&&|\|\||==|!=|[{}(),&])")
+_TOKEN = re.compile(
+    r"\s*(0x[0-9a-fA-F]+|\d+|[A-Za-z_][A-Za-z_0-9]*|&&|\|\||==|!=|<=|>=|[<>{}(),&])"
+)
 
 
 def _tokens(text: str) -> list[str]:

@@ -69,6 +69,16 @@ RETRY_AFTER_S = 30.0
 OUTPUT_KEEP = 64 * 1024
 """The last bytes of a zygote's own output and nsjail's log, kept to say why it failed."""
 JOB_FILE_SLACK = 64 * 1024
+JOB_ARGS = ["--job", "/job/job.json", "--frame-fd", "3", "--out", "/tmp"]
+"""A warm job's command line after its module (the frame pipe is fd 3 there)."""
+
+
+def argv_room(control_fd: int) -> str:
+    """Padding for the zygote's last argument so that a job's command line, `python -I -m
+    <module> JOB_ARGS`, takes exactly the room of the zygote's, and shows without a tail."""
+    job = "\0".join([max(ZYGOTE_MODULES, key=len), *JOB_ARGS])
+    zygote = "\0".join(["worker.sandbox.zygote_child", "--control-fd", str(control_fd)])
+    return "." * max(1, len(job) - len(zygote) - len("\0--argv-room\0"))
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,9 @@ class Zygote:
         self.jobs = 0
         self.in_flight = 0
         self.retiring = False
+        self.stopping = False
+        self.reported = False
+        """Its failure was logged (once)."""
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -174,6 +187,8 @@ class Zygote:
             "--pass_fd", str(fd),
             "--", str(cold.python), "-I", "-m", "worker.sandbox.zygote_child",
             "--control-fd", str(fd),
+            # Room for a job to show its own command line in place of the zygote's.
+            "--argv-room", argv_room(fd),
         ])  # fmt: skip
         try:
             self._proc = subprocess.Popen(
@@ -192,6 +207,9 @@ class Zygote:
             self._await_ready(sup, out_r)
             self.ready.set()
             self._read_output(out_r, None)  # until the zygote is gone
+            if not self.stopping:  # nobody asked it to end: it broke
+                code = self._proc.poll() if self._proc else None
+                self._fail(f"the zygote exited on its own (status {code})")
         finally:
             os.close(out_r)
             self._reap()
@@ -284,6 +302,7 @@ class Zygote:
 
     def stop(self) -> None:
         """End the zygote (its running jobs die with it: retire it first) and wait for it."""
+        self.stopping = True
         sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -341,9 +360,10 @@ def job_request(
     rlimits["RLIMIT_CPU"] = limits["rlimit_cpu"]
     return ZygoteJob(
         module=spec.module,  # checked by the caller
-        args=["--job", "/job/job.json", "--frame-fd", "3", "--out", "/tmp"],
+        args=JOB_ARGS,
         files=files,
         job_bytes=file_bytes + JOB_FILE_SLACK,
+        job_source=str(spec.job_dir.resolve()),
         time_limit_s=limits["time_limit"],
         rlimits=rlimits,
         mounts=[
@@ -404,8 +424,7 @@ class WarmLauncher:
             why = z.failed or z.worn_out(self.recycling)
             if why is not None:
                 if z.failed is not None:
-                    log.error("zygote.failed", reason=z.failed)
-                    self._down_until = time.monotonic() + RETRY_AFTER_S
+                    self._failed(z, z.failed)
                 else:
                     log.info("zygote.recycle", reason=why, jobs=z.jobs)
                 z.retiring = True
@@ -416,6 +435,15 @@ class WarmLauncher:
             z = self._zygote = Zygote(self.cold)
             self.counts["zygotes"] += 1
         return z
+
+    def _failed(self, z: Zygote, reason: str) -> None:
+        """Under the lock: `z` is broken. Said once, loudly; builds go cold for a while."""
+        if z.failed is None:
+            z.failed = reason
+        if not z.reported:
+            z.reported = True
+            log.error("zygote.failed", reason=z.failed, jobs=z.jobs)
+            self._down_until = time.monotonic() + RETRY_AFTER_S
 
     def _stop_idle_retired(self) -> None:
         for old in [r for r in self._retired if r.in_flight == 0]:
@@ -440,8 +468,8 @@ class WarmLauncher:
     def release(self, z: Zygote, broken: str | None = None) -> None:
         with self._lock:
             z.in_flight -= 1
-            if broken is not None and z.failed is None:
-                z.failed = broken
+            if broken is not None:
+                self._failed(z, broken)
             if z.retiring:
                 self._stop_idle_retired()
 
@@ -602,7 +630,9 @@ class WarmRun:
         status = self.child.status
         if status is None:  # the reaper never reported: the zygote died under the job
             self.launcher.release(self.child.zygote, broken="a job's reaper never reported")
-            return JailReport(signal=signal.SIGKILL, notes=("the zygote's reaper never reported",))
+            return JailReport(
+                launch_error="the zygote died under the job (no word from its reaper)"
+            )
         self.launcher.release(self.child.zygote)
         return ending(
             status.exit_code,

@@ -16,7 +16,7 @@ The reaper (outside the job's pid namespace, where no design code can reach it) 
 time limit, waits for the job and reports how it ended on the job's control socket: the
 supervisor's trusted source, as nsjail's log is for a cold jail.
 
-    python -I -m worker.sandbox.zygote_child --control-fd N
+    python -I -m worker.sandbox.zygote_child --control-fd N --argv-room ........
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def _fresh_mounts(job: ZygoteJob, files: list[int]) -> None:
     carried_fds = [os.open(point, os.O_PATH | os.O_CLOEXEC) for point, _ in carried]
     # /job: the job's files, in a tmpfs of their size, read-only once written.
     _umount("/job")
-    _mount("tmpfs", "/job", "tmpfs", 0, f"size={job.job_bytes},nr_inodes=16,mode=0755")
+    _mount(job.job_source, "/job", "tmpfs", 0, f"size={job.job_bytes},nr_inodes=16,mode=0755")
     for name, fd in zip(job.files, files, strict=True):
         with open(f"/job/{name}", "xb") as out, os.fdopen(fd, "rb", closefd=True) as src:
             while chunk := src.read(1 << 20):
@@ -176,6 +176,19 @@ def _only_job_fds(stdout: int, stderr: int, frames: int, control: int) -> None:
     os.closerange(5, 1 << 20)
 
 
+def _retitle(module: str, args: list[str]) -> None:
+    """This process's command line (what /proc/<pid>/cmdline and ps show, inside the job and on
+    the host) made the cold jail's, `python -I -m <module> <args>`, in place: the zygote was
+    started with room for it (`--argv-room`)."""
+    stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    start, end = int(stat[45]), int(stat[46])  # arg_start, arg_end (fields 48 and 49)
+    python = Path("/proc/self/cmdline").read_bytes().split(b"\0", 1)[0]
+    title = b"\0".join([python, b"-I", b"-m", module.encode(), *(a.encode() for a in args)])
+    if len(title) + 1 > end - start:
+        raise SetupError(f"no room for the job's command line ({len(title)} > {end - start})")
+    ctypes.memmove(start, title.ljust(end - start, b"\0"), end - start)
+
+
 def _drop_capabilities() -> None:
     """Every capability gone, the bounding set included; no_new_privs stays set."""
     last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
@@ -203,10 +216,15 @@ def _job(job: ZygoteJob, fds: dict[str, int], files: list[int]) -> NoReturn:
     control = fds["control"]
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the reaper gone: the job too
+        # Its own session and process group, as nsjail gives a cold jail: kill(0) and
+        # setpriority(PRIO_PGRP) reach a process group whatever its pid namespace, and the
+        # zygote's group holds the zygote and every job's reaper.
+        os.setsid()
         os.close(fds["log"])  # the reaper's; a design never writes to it
         _fresh_mounts(job, files)
         _only_job_fds(fds["stdout"], fds["stderr"], fds["frames"], control)
         control = 4
+        _retitle(job.module, job.args)
         os.chdir(job.cwd)
         _rlimits(job)
         _send(control, ControlMessage(type="ready"))
@@ -379,6 +397,7 @@ def serve(sock: socket.socket) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--control-fd", type=int, required=True)
+    ap.add_argument("--argv-room", default="", help="room in argv for a job's command line")
     args = ap.parse_args()
     sock = socket.socket(fileno=args.control_fd)
     gc.disable()  # no collection may touch (and so copy) the zygote's pages in a job
