@@ -294,3 +294,27 @@ def _policy_check(launcher: Any) -> int:
         return EXIT_INFRA
     print("every policy line checked holds in a real jail of each kind")
     return EXIT_SUCCESS
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Every figure of issue 12 against its raw baseline, measured now (minutes): one JSON
+    object with --json, a table otherwise. Exit 3 only when something could not be measured."""
+    from worker.bench import KEYS, BenchFailed
+    from worker.bench.run import run
+
+    def say(line: str) -> None:
+        if not args.json:
+            print(f"… {line}", file=sys.stderr, flush=True)
+
+    try:
+        result = run(args.size, say)
+    except BenchFailed as e:
+        output.error(f"could not measure: {e}")
+        return EXIT_INFRA
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return EXIT_SUCCESS
+    for key in KEYS:
+        print(f"{key:<26} {result[key]}")
+    print(json.dumps(result["raw"], indent=2))
+    return EXIT_SUCCESS

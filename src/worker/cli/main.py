@@ -25,6 +25,7 @@ COMMANDS = {
     "worker": commands.cmd_worker,
     "dev": commands.cmd_dev,
     "policy": commands.cmd_policy,
+    "bench": commands.cmd_bench,
 }
 TEMPORAL_COMMANDS = ("submit", "worker", "dev")
 

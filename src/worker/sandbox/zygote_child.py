@@ -4,13 +4,15 @@ runs a design. Each job gets, before any design code runs, every isolation prope
 jail has (sandbox/README.md, "The zygote"):
 
     zygote ── fork ──▶ reaper: unshare(mount, pid, net, ipc, uts), then fork
-                         └─ fork ──▶ job: PID 1 of its own pid namespace
-                                     fresh /proc, /tmp, /dev/shm, /job (the job's files, read-only)
-                                     rlimits of build.cfg; fds 0-3 only; `ready` (the supervisor
-                                     learns its pid and moves it into the job's cgroups), `go`,
-                                     its own cgroup namespace, every capability dropped, the
-                                     filter of seccomp/jail.kafel on top of the zygote's, `running`
-                                     → the build child's main, as `python -m` would run it
+                         └─ fork ──▶ job: PID 1 of its own pid namespace, its own session;
+                                     `ready` (the supervisor learns its host pid from the
+                                     credentials and moves it into the job's cgroups meanwhile);
+                                     fresh /proc, /tmp, /dev/shm, /job (the job's files, read-only);
+                                     fds 0-3 only; the cold command line; build.cfg's cwd and
+                                     rlimits; `go` (it is in its cgroups); its own cgroup
+                                     namespace; every capability dropped; seccomp/jail.kafel on
+                                     top of the zygote's filter; `running`
+                                     → the build child's main(), as `python -m` would run it
 
 The reaper (outside the job's pid namespace, where no design code can reach it) enforces the
 time limit, waits for the job and reports how it ended on the job's control socket: the
@@ -221,13 +223,16 @@ def _job(job: ZygoteJob, fds: dict[str, int], files: list[int]) -> NoReturn:
         # zygote's group holds the zygote and every job's reaper.
         os.setsid()
         os.close(fds["log"])  # the reaper's; a design never writes to it
+        # `ready` first: the supervisor moves this process into the job's cgroups (~10 ms
+        # for the memory controller on cgroup v1) while it builds its jail; it waits for `go`
+        # before anything that is not this module's own code runs.
+        _send(control, ControlMessage(type="ready"))
         _fresh_mounts(job, files)
         _only_job_fds(fds["stdout"], fds["stderr"], fds["frames"], control)
         control = 4
         _retitle(job.module, job.args)
         os.chdir(job.cwd)
         _rlimits(job)
-        _send(control, ControlMessage(type="ready"))
         ready, _, _ = select.select([control], [], [], GO_WAIT_S)
         if not ready or control_message(os.read(control, 4096)).type != "go":
             os._exit(SETUP_FAILED)
