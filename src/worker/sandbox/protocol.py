@@ -389,7 +389,7 @@ CONTROL_BYTES = 4096
 ZYGOTE_JOB_BYTES = 64 * 1024
 """The job request (its BPF program is the bulk: ~1 KiB)."""
 ZYGOTE_FDS = ("stdout", "stderr", "frames", "log", "control")
-"""The descriptors that travel with a ZygoteJob, in this order, then one per `files` entry."""
+"""The descriptors that travel with a `job` request, in this order, then one per job file."""
 ZYGOTE_MODULES = ("worker.sandbox.build_child", "worker.sandbox.probe_child")
 """What a warm job may run: the build child, and the probe of `simjail policy check`."""
 
@@ -402,9 +402,10 @@ class JobMount(_Frame):
 
 
 class ZygoteJob(_Frame):
-    """One warm job, sent by the supervisor to the zygote with its descriptors (ZYGOTE_FDS, then
-    one per file). Everything in it comes from the policy files and the job's limits: the
-    zygote runs no design code and trusts only its supervisor, the one peer of its socket."""
+    """One warm job, sent by the supervisor on the job's control socket to the zygote's child
+    that runs it (its descriptors, ZYGOTE_FDS then one per file, went to the zygote with a `job`
+    message). Everything in it comes from the policy files and the job's limits; the zygote
+    itself never holds it (every job gets a copy of the zygote's memory)."""
 
     module: Literal["worker.sandbox.build_child", "worker.sandbox.probe_child"]
     args: list[str] = Field(max_length=16)
@@ -428,13 +429,15 @@ class ZygoteJob(_Frame):
 
 
 class ControlMessage(_Frame):
-    """On a warm job's control socket. From the job before any design code runs: `ready`
+    """`job`: the supervisor's request to the zygote (the job's descriptors travel with it, the
+    ZygoteJob itself on the job's control socket, to the zygote's child). On a warm job's
+    control socket, from the job before any design code runs: `ready`
     (the supervisor learns its pid from the credentials the kernel attaches), `running` (the
     jail is complete: the design's code starts now), `failed` (setting it up went wrong: no
     design code ran). From the supervisor: `go`, `stop`. From the job's reaper, which no
     design code can reach, once the job is gone: `status`."""
 
-    type: Literal["ready", "go", "stop", "running", "failed", "status"]
+    type: Literal["job", "ready", "go", "stop", "running", "failed", "status"]
     reason: str = Field(default="", max_length=2000)
     exit_code: int | None = None
     signal: int | None = None

@@ -293,12 +293,13 @@ class Zygote:
             return "it exited"
         return None
 
-    def submit(self, job: ZygoteJob, fds: list[int]) -> None:
+    def submit(self, fds: list[int]) -> None:
+        """Ask for one job with these descriptors (what the job is goes on its own socket)."""
         sock = self._sock
         if sock is None:
             raise ZygoteFailed("the zygote has no socket")
         with self._lock:
-            socket.send_fds(sock, [job.model_dump_json().encode()], fds)
+            socket.send_fds(sock, [ControlMessage(type="job").model_dump_json().encode()], fds)
 
     def stop(self) -> None:
         """End the zygote (its running jobs die with it: retire it first) and wait for it."""
@@ -594,7 +595,8 @@ class WarmRun:
             sup, mine = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             sup.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
             try:
-                z.submit(job, [stdout, stderr, self.frame_fd, self.log_fd, mine.fileno(), *files])
+                sup.send(job.model_dump_json().encode())  # for the zygote's child, not the zygote
+                z.submit([stdout, stderr, self.frame_fd, self.log_fd, mine.fileno(), *files])
             finally:
                 mine.close()
         finally:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from worker.sandbox.protocol import (
+    CONTROL_BYTES,
     ZYGOTE_FDS,
     ZYGOTE_JOB_BYTES,
     ControlMessage,
@@ -68,6 +69,7 @@ LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SETUP_FAILED = 125
 """Exit status of a job whose jail could not be completed (it ran no design code)."""
 GO_WAIT_S = 60.0
+MAX_FDS = 16
 FLAG_BITS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
 
 
@@ -272,17 +274,25 @@ def _log(fd: int, line: str) -> None:
         os.write(fd, f"[I][zygote] {line}\n".encode())
 
 
-def _reaper(job: ZygoteJob, fds: dict[str, int], files: list[int]) -> NoReturn:
-    """The zygote's child for one job: makes its namespaces, forks the job into them, enforces
-    its time limit and reports how it ended."""
+def _reaper(received: list[int]) -> NoReturn:
+    """The zygote's child for one job: reads what the job is from its control socket, makes its
+    namespaces, forks the job into them, enforces its time limit and reports how it ended."""
+    fds = dict(zip(ZYGOTE_FDS, received, strict=False))
     control, log = fds["control"], fds["log"]
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        ready, _, _ = select.select([control], [], [], GO_WAIT_S)
+        if not ready:
+            raise SetupError("no job description came")
+        job = zygote_job(os.read(control, ZYGOTE_JOB_BYTES + 1))
+        files = received[len(ZYGOTE_FDS) :]
+        if len(files) != len(job.files):
+            raise SetupError(f"{len(files)} file descriptors for {len(job.files)} files")
         os.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
         pid = os.fork()
-    except (OSError, SetupError) as e:
+    except (OSError, SetupError, ProtocolError) as e:
         with contextlib.suppress(OSError):
-            _send(control, ControlMessage(type="failed", reason=f"unshare/fork: {e}"))
+            _send(control, ControlMessage(type="failed", reason=f"reaper: {e}"))
         os._exit(0)
     if pid == 0:
         _job(job, fds, files)
@@ -361,26 +371,30 @@ def _reap_finished() -> None:
 
 
 def serve(sock: socket.socket) -> None:
-    """One reaper per request until the supervisor closes its end."""
+    """One reaper per request until the supervisor closes its end. A request carries the job's
+    descriptors and nothing else: what the job is (its limits, its files' names and sizes, its
+    directory) goes to the reaper on the job's own control socket, so that no job's data ever
+    sits in the zygote's memory, of which every later job gets a copy."""
     while True:
         _reap_finished()
         ready, _, _ = select.select([sock], [], [], 1.0)
         if not ready:
             continue
-        data, fds, flags, _ = socket.recv_fds(sock, ZYGOTE_JOB_BYTES + 1, 16)
+        data, fds, flags, _ = socket.recv_fds(sock, CONTROL_BYTES, MAX_FDS)
         if not data and not fds:
             return  # the supervisor is gone
-        named = dict(zip(ZYGOTE_FDS, fds, strict=False))
         try:
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                 raise ProtocolError("truncated job request")
-            job = zygote_job(data)
-            if len(fds) != len(ZYGOTE_FDS) + len(job.files):
-                raise ProtocolError(f"{len(fds)} descriptors for {len(job.files)} files")
+            if control_message(data).type != "job" or len(fds) < len(ZYGOTE_FDS):
+                raise ProtocolError(f"not a job request ({len(fds)} descriptors)")
         except ProtocolError as e:
-            if "control" in named:
+            if len(fds) >= len(ZYGOTE_FDS):
                 with contextlib.suppress(OSError):
-                    _send(named["control"], ControlMessage(type="failed", reason=str(e)))
+                    _send(
+                        fds[ZYGOTE_FDS.index("control")],
+                        ControlMessage(type="failed", reason=str(e)),
+                    )
             for fd in fds:
                 os.close(fd)
             continue
@@ -390,11 +404,14 @@ def serve(sock: socket.socket) -> None:
             pid = os.fork()
         except OSError as e:
             with contextlib.suppress(OSError):
-                _send(named["control"], ControlMessage(type="failed", reason=f"fork: {e}"))
+                _send(
+                    fds[ZYGOTE_FDS.index("control")],
+                    ControlMessage(type="failed", reason=f"fork: {e}"),
+                )
             pid = -1
         if pid == 0:
             os.close(sock.detach())  # the zygote's socket never reaches a job
-            _reaper(job, named, fds[len(ZYGOTE_FDS) :])
+            _reaper(fds)
         for fd in fds:
             os.close(fd)
 

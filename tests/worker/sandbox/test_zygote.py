@@ -22,7 +22,7 @@ import structlog
 from worker.sandbox import cgroups
 from worker.sandbox.nsjail import NsjailLauncher, remove_stale_cgroups
 from worker.sandbox.policy import Policy, bind_lines, default_root, jail_settings
-from worker.sandbox.probe import Probed, run_probe
+from worker.sandbox.probe import Probed, run_probe, verify_warm
 from worker.sandbox.zygote import Recycling, WarmLauncher
 
 pytestmark = pytest.mark.slow
@@ -127,6 +127,42 @@ def test_the_zygote_is_single_threaded_with_nothing_shared_or_written(
     assert facts.scratch == {d: (True, []) for d in ("/tmp", "/dev/shm", "/job")}
 
 
+def test_policy_check_of_the_warm_path_holds_and_names_what_it_proves(
+    warm: WarmLauncher,
+) -> None:
+    checks = verify_warm(warm)
+    assert [f"{c.name}: {c.detail}" for c in checks if not c.ok] == []
+    names = {c.name for c in checks}
+    for name in (
+        "pid namespace (the jailed program is PID 1)",
+        "seccomp kills mount",
+        "seccomp kills unshare(CLONE_NEWNS)",
+        "seccomp kills setns",
+        "file descriptors (0, 1, 2 and the frame pipe only)",
+        "cgroup cgroup_mem_max",
+        "forked from the zygote (not a cold fallback)",
+        "seccomp filters stacked (the zygote's, then jail.kafel)",
+        "zygote: no writable shared memory (a job's pages are its own copies)",
+    ):
+        assert name in names, name
+
+
+def test_a_loosened_zygote_filter_fails_the_check(jail_tmp: Callable[[str], Path]) -> None:
+    import shutil
+
+    root = jail_tmp("policy")
+    for d in ("sandbox", "seccomp"):
+        shutil.copytree(default_root() / d, root / d)
+    kafel = root / "seccomp" / "zygote.kafel"
+    kafel.write_text(kafel.read_text().replace("    setns,\n", ""))
+    launcher = WarmLauncher(NsjailLauncher(Policy(root)))
+    try:
+        failed = [c.detail for c in verify_warm(launcher) if not c.ok]
+    finally:
+        launcher.close()
+    assert failed == ["expected [], found ['setns is allowed in the zygote but killed in a jail']"]
+
+
 # --- when the zygote is not there --------------------------------------------------------------
 
 
@@ -210,3 +246,51 @@ def test_a_zygote_dies_with_its_worker_and_its_cgroups_go(tmp_path: Path) -> Non
     assert _wait_for(lambda: not any(psutil.pid_exists(p) for p in pids), 10)
     assert groups[0].name in remove_stale_cgroups()  # what the janitor does
     assert not groups[0].exists()
+
+
+def _memory_holds(pid: int, needles: list[bytes]) -> list[bytes]:
+    """Which of `needles` appear anywhere in the writable memory of process `pid`."""
+    found = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            addresses, perms = line.split()[:2]
+            if "w" not in perms:
+                continue
+            start, end = (int(a, 16) for a in addresses.split("-"))
+            try:
+                mem.seek(start)
+                chunk = mem.read(end - start)
+            except OSError:
+                continue
+            found |= {n for n in needles if n in chunk}
+    return sorted(found)
+
+
+def test_the_zygote_never_holds_anything_of_a_job(
+    warm: WarmLauncher, tmp_path: Path, jail_tmp: Callable[[str], Path]
+) -> None:
+    """Every job gets a copy of the zygote's memory: what one job is (its source, its request
+    id, its directory, its limits) must never have been in it."""
+    import uuid
+
+    from common.models.simulation import SimulationRequest
+    from worker.pipeline import run_request
+    from worker.settings import Settings
+    from worker.storage.local import LocalStore
+
+    token = uuid.uuid4().hex
+    request = SimulationRequest.model_validate(
+        {
+            "request_id": f"zyg-{token[:24]}",
+            "design": {"code": f"# source-{token}\nimport os\nresult = None\n"},
+            "options": {"render": False, "duration_s": 0.1},
+        }
+    )
+    settings = Settings(data_dir=tmp_path, sandbox="nsjail")
+    r = run_request(request, settings, LocalStore(tmp_path / "a"), launcher=warm)
+    assert r.failure == "NO_GEOMETRY"  # it ran, warm
+    assert warm.counts["warm"] == 1
+    zygote = warm.facts().host_pid
+    assert _memory_holds(zygote, [f"source-{token}".encode(), token[:24].encode()]) == []
+    known = b"worker.sandbox.build_child"  # the search finds what is there
+    assert _memory_holds(zygote, [known]) == [known]
