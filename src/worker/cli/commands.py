@@ -234,11 +234,17 @@ def cmd_policy(args: argparse.Namespace) -> int:
         output.error(output.validation_message(e))
         return EXIT_INVALID
     limits = settings.limits.tighten(request.options.limits)
+    # The launcher a worker with these settings judges with (its name is part of the digest);
+    # made, not started: no zygote runs for `show`.
+    from worker.sandbox.zygote import WarmLauncher
+
+    judging = WarmLauncher(launcher) if settings.reuse.warm else launcher
     job = Path("<job dir>")
     specs = {"build": build_spec(limits, "design", job), "physics": physics_spec(limits, job, job)}
     print(f"policy directory:    {policy.root}")
     print(f"policy files digest: {policy.digest()}")
-    print(f"policy digest:       {policy_digest(launcher, limits)}  (what a result carries)")
+    print(f"launcher:            {judging.name}")
+    print(f"policy digest:       {policy_digest(judging, limits)}  (what a result carries)")
     for jail, spec in specs.items():
         if args.jail and jail != args.jail:
             continue

@@ -418,6 +418,13 @@ class WarmLauncher:
         with self._lock:
             self._current()
 
+    def wait_ready(self, timeout_s: float = READY_WAIT_S) -> bool:
+        """Wait until the zygote jobs would go to is ready; False if there is none, or it
+        failed (builds then run cold until another one is)."""
+        with self._lock:
+            z = self._current()
+        return z is not None and z.ready.wait(timeout_s) and z.usable()
+
     def _current(self) -> Zygote | None:
         """The zygote jobs go to (started if none), retiring a worn-out one; under the lock."""
         z = self._zygote
@@ -559,8 +566,8 @@ class WarmRun:
                 self.launcher.counts["warm"] += 1
                 metrics.build_started("warm")
                 return self.child
-            except (OSError, ProtocolError, ZygoteFailed, CgroupError) as e:
-                why = f"the zygote could not start the job: {e}"
+            except Exception as e:  # whatever went wrong, no design code ran: go cold
+                why = f"the zygote could not start the job: {type(e).__name__}: {e}"
                 self.launcher.release(z, broken=why)
             self.warm_cgroups.remove()
         return self._start_cold(why, stdout, stderr)

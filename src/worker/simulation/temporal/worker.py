@@ -28,6 +28,7 @@ from worker.errors import InfrastructureError
 from worker.job.workdir import remove_stale_job_dirs
 from worker.metrics import MetricsServer, free_loopback_port
 from worker.sandbox.launcher import Launcher, make_launcher
+from worker.sandbox.zygote import WarmLauncher
 from worker.settings import Settings
 from worker.simulation.temporal.activities import SimulationActivities
 from worker.simulation.temporal.shared import HEARTBEAT_INTERVAL_S, TASK_QUEUE, check_budgets
@@ -79,6 +80,10 @@ def prepare_worker(settings: Settings) -> Launcher:
     cleanup_dead_workers(launcher)
     probed = probe(launcher, "physics")
     log.info("worker.render_probe", launcher=launcher.name, wall_s=probed.wall_s)
+    if isinstance(launcher, WarmLauncher):
+        # Serve once the zygote is ready (a few seconds: the import), or knowing it is not:
+        # then builds go to cold jails, loudly, until it is.
+        log.info("worker.zygote", ready=launcher.wait_ready())
     return launcher
 
 
