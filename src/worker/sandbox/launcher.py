@@ -165,10 +165,15 @@ class Prepared(Protocol):
     env: dict[str, str]
     cwd: Path
     pass_fds: tuple[int, ...]
-    terminate_signal: int
-    """Sent to the launcher's process to end a run early (SIGKILL follows after a grace)."""
-    exec_marker: bytes | None
-    """What the launcher writes on its log fd when it executes the child (None: nothing)."""
+    @property
+    def terminate_signal(self) -> int:
+        """Sent to the launcher's process to end a run early (SIGKILL follows after a grace)."""
+        ...
+
+    @property
+    def exec_marker(self) -> bytes | None:
+        """What the launcher writes on its log fd when it executes the child (None: nothing)."""
+        ...
 
     def cpu_used_s(self, pid: int) -> float | None:
         """CPU seconds everything the run started (`pid` is the launcher's process) has used
@@ -293,8 +298,8 @@ def process_tree_cpu_s(pid: int) -> float | None:
 def make_launcher(sandbox: str, policy_root: Path, reuse: Reuse | None = None) -> Launcher:
     """The launcher `sandbox` names. nsjail is checked now and refuses to start (fail closed)
     when it cannot work; the unsafe launcher is only ever used when asked for. With `reuse.warm`
-    (the default) build jobs fork from a zygote, started now in the background; close the
-    launcher when done with it."""
+    (the default) build jobs fork from a zygote, started by the first build (or `prewarm`);
+    close the launcher when done with it."""
     if sandbox == "unsafe-subprocess":
         return SubprocessLauncher()
     from worker.sandbox.nsjail import NsjailLauncher  # root, cgroups: only when it is used
@@ -315,5 +320,4 @@ def make_launcher(sandbox: str, policy_root: Path, reuse: Reuse | None = None) -
         ),
     )
     warm.check()
-    warm.prewarm()
     return warm

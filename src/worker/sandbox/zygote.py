@@ -352,8 +352,8 @@ def facts(pid: int) -> ZygoteFacts:
 
 
 def job_request(
-    policy: Policy, settings: JailSettings, program: bytes, spec: LaunchSpec,
-    limits: dict[str, int], files: list[str], file_bytes: int,
+    settings: JailSettings, program: bytes, spec: LaunchSpec, limits: dict[str, int],
+    files: list[str], file_bytes: int,
 ) -> ZygoteJob:  # fmt: skip
     """What the zygote needs to give a job build.cfg's jail: all of it from the policy files
     (the rlimits, tmpfs sizes and cwd of build.cfg, jail.kafel compiled) and the job's limits."""
@@ -386,8 +386,11 @@ class WarmLauncher:
     def __init__(self, cold: NsjailLauncher, recycling: Recycling | None = None) -> None:
         self.cold = cold
         self.recycling = recycling or Recycling()
-        self.job_settings = jail_settings(cold.policy, "build")
-        self.program = compile_policy(cold.policy.seccomp_file("build").read_text())
+        try:
+            self.job_settings = jail_settings(cold.policy, "build")
+            self.program = compile_policy(cold.policy.seccomp_file("build").read_text())
+        except PolicyError as e:  # fail closed, saying why
+            raise SandboxUnavailable(f"warm builds cannot hold build.cfg's jail: {e}") from e
         self._lock = threading.Lock()
         self._zygote: Zygote | None = None
         self._retired: list[Zygote] = []
@@ -525,8 +528,6 @@ class WarmRun:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path = Path("/")
     pass_fds: tuple[int, ...] = ()
-    terminate_signal: int = signal.SIGKILL  # no nsjail in between: the job itself
-    exec_marker: bytes | None = None
     fallback: Prepared | None = None
     """The cold run this job went to instead (why: `fallback_reason`)."""
     fallback_reason: str = ""
@@ -544,6 +545,17 @@ class WarmRun:
             pids_max=self.limits["cgroup_pids_max"],
             cpu_ms_per_sec=self.launcher.job_settings.cgroup_cpu_ms_per_sec or None,
         )
+
+    @property
+    def terminate_signal(self) -> int:
+        """SIGKILL to the job itself (no nsjail in between), or the cold run's."""
+        return self.fallback.terminate_signal if self.fallback else signal.SIGKILL
+
+    @property
+    def exec_marker(self) -> bytes | None:
+        """A warm job reports its start itself (WarmChild.start_latency_s); a cold run's
+        nsjail logs it."""
+        return self.fallback.exec_marker if self.fallback else None
 
     @property
     def cgroups(self) -> JobCgroups:
@@ -596,8 +608,8 @@ class WarmRun:
                 files.append(os.open(self.spec.job_dir / name, os.O_RDONLY | os.O_NOFOLLOW))
             size = sum(os.fstat(fd).st_size for fd in files)
             job = job_request(
-                self.launcher.policy, self.launcher.job_settings, self.launcher.program,
-                self.spec, self.limits, names, size,
+                self.launcher.job_settings, self.launcher.program, self.spec, self.limits,
+                names, size,
             )  # fmt: skip
             sup, mine = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             sup.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)

@@ -244,7 +244,7 @@ def test_a_zygote_dies_with_its_worker_and_its_cgroups_go(tmp_path: Path) -> Non
         owner.kill()
         owner.wait()
     assert _wait_for(lambda: not any(psutil.pid_exists(p) for p in pids), 10)
-    assert groups[0].name in remove_stale_cgroups()  # what the janitor does
+    remove_stale_cgroups()  # what the janitor does (or any worker starting on this machine)
     assert not groups[0].exists()
 
 

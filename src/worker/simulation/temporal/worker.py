@@ -77,7 +77,9 @@ def prepare_worker(settings: Settings) -> Launcher:
             "lower them, or the workflow would end jobs before their jails' limits fire"
         )
     launcher = make_launcher(settings.sandbox, settings.paths.policy_root, settings.reuse)
-    cleanup_dead_workers(launcher)
+    cleanup_dead_workers(launcher)  # first: it removes every group named after this pid too
+    if isinstance(launcher, WarmLauncher):
+        launcher.prewarm()  # it imports while the physics jail renders
     probed = probe(launcher, "physics")
     log.info("worker.render_probe", launcher=launcher.name, wall_s=probed.wall_s)
     if isinstance(launcher, WarmLauncher):
