@@ -2,7 +2,7 @@
 # rendering. Not built or tested here (no Docker engine on the development machines).
 FROM python:3.12-slim-bookworm
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libegl1 libgl1-mesa-dri \
+ && apt-get install -y --no-install-recommends libegl1 libgl1-mesa-dri fonts-dejavu-core \
  && rm -rf /var/lib/apt/lists/*
 ENV MUJOCO_GL=egl
 WORKDIR /app

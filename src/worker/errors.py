@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from common.models.simulation import FailureKind
+from worker.text import printable
 
 MAX_REASON_CHARS = 2000
 """A reason is one sentence for a person; SimulationResult.reason has the same cap."""
@@ -50,10 +53,34 @@ class SimjailError(Exception):
 class InvalidRequest(SimjailError):
     """The request itself is malformed (names the field). Never retried."""
 
+    @classmethod
+    def from_validation(cls, e: ValidationError) -> InvalidRequest:
+        """`invalid request: <field>: <what is wrong>; …` for pydantic's errors. Field names
+        come from the request (an unknown field is named as sent), so they are escaped; the
+        message is capped, and never quotes the offending value."""
+        lines = []
+        for err in e.errors()[:MAX_VALIDATION_ERRORS]:
+            loc = ".".join(printable(str(x))[:80] for x in err["loc"]) or "request"
+            lines.append(f"{loc}: {err['msg']}")
+        if e.error_count() > MAX_VALIDATION_ERRORS:
+            lines.append(f"and {e.error_count() - MAX_VALIDATION_ERRORS} more")
+        return cls(("invalid request: " + "; ".join(lines))[:MAX_REASON_CHARS])
+
+
+MAX_VALIDATION_ERRORS = 10
+
 
 class InfrastructureError(SimjailError):
     """The worker cannot do the job right now (store down, sandbox or renderer unusable).
-    Retryable."""
+    Retryable. `cause` names what failed, for the metrics: `store`, `sandbox`, `render`,
+    `server` (the Temporal server) or `worker` (anything else of the worker's own)."""
+
+    cause: str = "worker"
+
+    def __init__(self, message: str, *, cause: str | None = None) -> None:
+        super().__init__(message)
+        if cause is not None:
+            self.cause = cause
 
 
 class JobCancelled(Exception):

@@ -1,7 +1,8 @@
 """Prometheus metrics of a worker: simjail's own and the Temporal SDK's, on one HTTP port.
 
-`simjail worker --metrics-port N` (env SIMJAIL_METRICS_PORT; off by default) serves
-`http://<host>:N/metrics` with
+`simjail worker --metrics-port N [--metrics-host HOST]` (env SIMJAIL_METRICS_PORT,
+SIMJAIL_METRICS_HOST; off by default, loopback 127.0.0.1 unless a host is given: use 0.0.0.0
+in a container that Prometheus scrapes from outside) serves `http://HOST:N/metrics` with
 
 - `simjail_jobs_total{outcome, failure}`: jobs this worker finished; outcome is SUCCESS, FAIL,
   cancelled, invalid_request or infrastructure_error, failure the FailureKind of a FAIL (else "");
@@ -13,6 +14,11 @@
 - `simjail_build_starts_total{path}`: build jails started warm (forked from the zygote) or
   cold (a jail of their own: the zygote is off, not ready, or broken: `cold_fallback`);
 - `simjail_env_cache_total{result}`: environments read from the cache (`hit`) or built (`miss`);
+- `simjail_infrastructure_errors_total{cause}`: infrastructure faults met, by cause: `store`
+  (each failed try of a store operation, also one a retry then recovered), `sandbox` (a jail
+  that could not start), `render` (the physics jail could not render), `worker` (another
+  fault of the worker's own), `server` (each error the Temporal SDK logged about reaching its
+  server: failed polls, heartbeats or completions);
 - everything the Temporal SDK's runtime exports (`temporal_*`: polls, task latencies, slots…).
   The SDK serves those on a loopback port of its own; this server appends them to every scrape.
 
@@ -54,6 +60,12 @@ JAIL_START_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,
 )
+INFRA_ERRORS = Counter(
+    "simjail_infrastructure_errors",
+    "Infrastructure faults this worker met, by cause (store, sandbox, render, server, worker).",
+    ["cause"],
+    registry=REGISTRY,
+)
 ACTIVE_JAILS = Gauge(
     "simjail_active_jails",
     "Jails running now.",
@@ -77,6 +89,10 @@ ENV_CACHE = Counter(
 
 def job_done(outcome: str, failure: object) -> None:
     JOBS.labels(outcome=outcome, failure=str(failure) if failure is not None else "").inc()
+
+
+def infrastructure_error(cause: str) -> None:
+    INFRA_ERRORS.labels(cause=cause).inc()
 
 
 def phases(durations: Mapping[str, Any]) -> None:
@@ -117,7 +133,7 @@ def free_loopback_port() -> int:
 class MetricsServer:
     """Serves REGISTRY plus, when given, the text of the Temporal SDK's own endpoint."""
 
-    def __init__(self, port: int, *, host: str = "0.0.0.0", temporal_url: str | None = None):
+    def __init__(self, port: int, *, host: str = "127.0.0.1", temporal_url: str | None = None):
         self.temporal_url = temporal_url
         outer = self
 

@@ -13,7 +13,9 @@ OWNER_FILE = ".owner"
 
 
 def mark_owner(directory: Path) -> None:
-    """Record this process as the owner of `directory` (a job or probe directory under /tmp)."""
+    """Say in `directory` (a job or probe directory under /tmp) that this process made it, so
+    that a later worker removes it if this one dies before it could
+    (`worker.job.workdir.remove_stale_job_dirs`)."""
     (directory / OWNER_FILE).write_text(f"{os.getpid()}\n")
 
 

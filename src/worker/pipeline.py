@@ -29,8 +29,9 @@ from worker.job.children import (
     physics_spec,
     policy_digest,
 )
+from worker.job.decompositions import DecompositionCache
 from worker.job.envcache import EnvCache
-from worker.job.publish import collect, publish
+from worker.job.publish import artifact_prefix, collect, publish
 from worker.job.sources import Source, read_source
 from worker.job.workdir import JobDir
 from worker.progress import Progress, ProgressFn
@@ -60,6 +61,7 @@ class Job:
     limits: JobLimits
     dir: JobDir
     children: Children
+    cache: DecompositionCache
     digest: str
     """The policy digest that judges this job (and keys its environment in the cache)."""
     env_cache: EnvCache | None = None
@@ -75,11 +77,13 @@ def run_request(
     on_progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     sources: ArtifactStore | None = None,
+    prefix: str | None = None,
 ) -> SimulationResult:
     """Run one request. Returns a FAIL result for everything the submitted code caused; raises
     InvalidRequest (bad request), InfrastructureError (retryable fault) or, once `cancel` was
     set and every child is gone, JobCancelled. `s3://` sources are read from `sources`
-    (default: `store`). Every log line of the job (also from its build threads) carries the
+    (default: `store`). Artifacts go under `prefix` (default: the request id; see
+    `publish.artifact_prefix`). Every log line of the job (also from its build threads) carries the
     request id and the phase, and whatever the caller bound (workflow id, attempt)."""
     started = time.monotonic()
     with structlog.contextvars.bound_contextvars(request_id=request.request_id, phase="prepare"):
@@ -94,7 +98,8 @@ def run_request(
             )
             with JobDir(request.request_id) as jobdir:
                 digest = policy_digest(launcher, limits)
-                job = Job(request, limits, jobdir, children, digest, env_cache(settings))
+                cache = DecompositionCache(settings.paths.data_dir / "decompositions")
+                job = Job(request, limits, jobdir, children, cache, digest, env_cache(settings))
                 payload: PhysicsPayload | None = None
                 files: dict[str, str] = {}
                 try:
@@ -112,9 +117,11 @@ def run_request(
                     failure = f.failure
                 children.check_cancelled()  # a child ended by a cancel is never reported as FAIL
                 structlog.contextvars.bind_contextvars(phase="store")
+                children.progress(Progress("store", 0.0, 0.0))
                 geometry = jobdir.path / "geometry.json"
                 return publish(
                     request_id=request.request_id,
+                    prefix=prefix or artifact_prefix(request.request_id),
                     store=store,
                     files_dir=jobdir.path / "collected",
                     failure=failure,
@@ -171,6 +178,7 @@ def build(job: Job, inputs: list[Source]) -> Geometry:
         max_parts=lim.max_parts,
         max_triangles=lim.max_triangles,
         max_vertices=lim.max_vertices,
+        tessellation=job.request.options.tessellation,
     )
     (job.dir.path / "geometry.json").write_text(geom.model_dump_json())
     return geom
@@ -182,7 +190,7 @@ def build_or_reuse(job: Job, source: Source) -> Geometry:
     if cache is None:
         return build_one(job, source)
     t = time.monotonic()
-    key = cache.key(source, job.digest)
+    key = cache.key(source, job.digest, job.request.options.tessellation)
     geom = cache.get(key, job.children.frame_caps("build"))
     if geom is not None:
         ms = round((time.monotonic() - t) * 1000, 1)
@@ -212,6 +220,7 @@ def build_one(job: Job, source: Source) -> Geometry:
         step_file=step_file,
         max_parts=job.limits.max_parts,
         max_triangles=job.limits.max_triangles,
+        tessellation=job.request.options.tessellation,
     ).write(d / "job.json")
     out = job.children.run(
         build_spec(job.limits, source.kind, d), f"build_{source.kind}", relay=False
@@ -239,6 +248,7 @@ def simulate(job: Job, geom: Geometry) -> PhysicsPayload:
         objectives=job.request.objectives,
         options=job.request.options,
         wall_s=physics_self_stop_s(job.limits),
+        decompositions=job.cache.lookup(geom),
     ).write(d / "job.json")
     out = job.children.run(physics_spec(job.limits, d, out_dir), "physics")
     failure = classify(out)
@@ -250,8 +260,9 @@ def simulate(job: Job, geom: Geometry) -> PhysicsPayload:
     except ProtocolError as e:
         raise Failed(FailureKind.PROTOCOL_VIOLATION, f"The physics step: {e}.") from None
     if payload.status == "infra":
-        raise InfrastructureError(payload.message)
+        raise InfrastructureError(payload.message, cause="render")
     if payload.failure is None and not payload.reason:
         raise Failed(FailureKind.PROTOCOL_VIOLATION, "The physics step gave no verdict.")
+    job.cache.store(geom, payload.decompositions)
     job.phases.update((payload.metrics.get("phases_s") or {}).items())
     return payload

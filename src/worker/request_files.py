@@ -70,9 +70,11 @@ def request_from_files(
     options: Path | None = None,
     duration_s: float | None = None,
     render: bool | None = None,
+    full_video: bool | None = None,
     request_id: str | None = None,
 ) -> SimulationRequest:
-    """The request these files describe; `duration_s` and `render` override the options file.
+    """The request these files describe; `duration_s`, `render` and `full_video` override the
+    options file.
     Raises InvalidRequest (a file) or pydantic's ValidationError (a field)."""
     design_fields = source_fields(design, "design")
     env_fields = source_fields(environment, "environment") if environment else None
@@ -82,6 +84,8 @@ def request_from_files(
         options_data["duration_s"] = duration_s
     if render is not None:
         options_data["render"] = render
+    if full_video is not None:
+        options_data["full_video"] = full_video
     rid = request_id or default_request_id(design, [design_fields, objectives_data, options_data])
     return SimulationRequest.model_validate(
         {

@@ -18,7 +18,7 @@ def quote_lines(prefix: str, text: str) -> str:
 
 
 OPEN, CLOSE = "«", "»"
-QUOTED_CHARS = 600
+QUOTED_CHARS = 1800
 """Longest text of a design's own quoted in a reason (the rest is cut, marked with …)."""
 
 

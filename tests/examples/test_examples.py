@@ -77,6 +77,13 @@ RUNS: dict[str, Example] = {
     "forbid": Example(
         "forbid/design.py", environment="ramp/environment.py", objectives="forbid/objectives.yaml"
     ),
+    # The same, rendered: the decisive moment, the contact sheet, the plots, report.html.
+    "forbid_rendered": Example(
+        "forbid/design.py",
+        environment="ramp/environment.py",
+        objectives="forbid/objectives.yaml",
+        render=True,
+    ),
     "arm": Example(
         "arm/design.py",
         environment="arm/environment.py",
@@ -445,6 +452,40 @@ def test_rendered_run_writes_a_video(runs: dict[str, Future[Run]]) -> None:
 
 
 @pytest.mark.slow
+@uses("forbid_rendered")
+def test_a_rendered_fail_shows_its_decisive_moment(runs: dict[str, Future[Run]]) -> None:
+    """The ball touches the pit at ~0.7 s: the poster is that moment, the video ends a second
+    later, and every result artifact is there, report.html with its images inside."""
+    run = get(runs, "forbid_rendered")
+    run.expect("FAIL", "FORBID_ZONE_HIT")
+    (nominal,) = run.metrics["runs"]
+    assert nominal["culprits"] == ["ball"]
+    decided = nominal["decided_at_s"]
+    assert 0.6 < decided < 0.8
+    assert nominal["events"][0] == {
+        "t_s": pytest.approx(decided),
+        "rule": "FORBID_ZONE_HIT",
+        "parts": ["ball"],
+        "reason": run.result["reason"],
+        "decisive": True,
+    }
+    assert run.metrics["frames"] == math.floor((decided + 1.0) * 30 + 1e-9) + 1
+    assert run.metrics["sim_time_s"] == pytest.approx(10.0)  # the simulation ran on
+    for name, magic in (
+        ("poster", b"\x89PNG"),
+        ("contact_sheet", b"\x89PNG"),
+        ("last_frame", b"\x89PNG"),
+        ("plots", b"<svg "),
+        ("report_html", b"<!DOCTYPE html>"),
+    ):
+        assert run.artifact(name).read_bytes().startswith(magic), name
+    assert run.artifact("poster").read_bytes() != run.artifact("last_frame").read_bytes()
+    page = run.artifact("report_html").read_text()
+    assert "<h1>FAIL — FORBID_ZONE_HIT</h1>" in page
+    assert page.count('src="data:image/') == 3 and 'src="data:video/mp4;base64,' in page
+
+
+@pytest.mark.slow
 @uses("slide")
 def test_slide_moves_only_along_its_axis(runs: dict[str, Future[Run]]) -> None:
     run = get(runs, "slide")
@@ -517,16 +558,20 @@ def test_weak_servo_overloads(runs: dict[str, Future[Run]]) -> None:
 
 @pytest.mark.slow
 @uses("convex")
-def test_concave_solid_collides_as_its_hull(runs: dict[str, Future[Run]]) -> None:
+def test_concave_solid_collides_as_its_shape(runs: dict[str, Future[Run]]) -> None:
     run = get(runs, "convex")
     run.expect("SUCCESS", None)
     assert_unmoved(run, "solid_cup", "split_cup")
     # Same shape, same mass: the split is only a matter of collision.
     assert run.part("solid_cup")["mass_kg"] == pytest.approx(run.part("split_cup")["mass_kg"])
-    # One solid: the ball rests on the hull's lid, level with the 60 mm rim.
-    assert run.part("ball_in_solid_cup")["final_position_mm"][2] == pytest.approx(80, abs=1)
-    # Five convex solids: the ball drops in and rests on the 8 mm floor.
+    # One solid, decomposed by CoACD: the ball drops in and rests on the 8 mm floor (as the
+    # hull, it rested on the lid, level with the 60 mm rim).
+    assert 27.5 < run.part("ball_in_solid_cup")["final_position_mm"][2] < 30.5
+    # Five box solids (MuJoCo boxes): the ball rests on the 8 mm floor.
     assert run.part("ball_in_split_cup")["final_position_mm"][2] == pytest.approx(28, abs=1)
+    collision = run.metrics["collision"]
+    # Computed, or taken from an earlier run's cache (the worker's data dir outlives runs).
+    assert collision["coacd"] + collision["cached"] == 1 and collision["primitive"] >= 5
 
 
 @pytest.mark.slow

@@ -95,9 +95,11 @@ def test_no_module_imports_another_modules_private_names() -> None:
 
 
 def test_the_cli_and_the_workflow_import_neither_mujoco_nor_build123d() -> None:
+    """Nor does the pipeline import the S3 store or the nsjail launcher until they are used."""
+    heavy = ("mujoco", "build123d", "OCP", "av", "worker.storage.s3", "worker.sandbox.nsjail")
     code = (
         "import sys, worker.cli.main, worker.simulation.temporal.workflows, worker.pipeline; "
-        "print(sorted(m for m in ('mujoco', 'build123d', 'OCP', 'av') if m in sys.modules))"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

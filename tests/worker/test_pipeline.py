@@ -246,7 +246,8 @@ def test_neither_build_nor_result_is_no_geometry(jobs: Jobs) -> None:
         jobs,
         "neither",
         FailureKind.NO_GEOMETRY,
-        "The design's build failed: «design.py defines neither build() nor a module-level result»",
+        "The design's build failed: «design.py defines neither build() nor a module-level "
+        "result, and shows nothing with ocp_vscode's show()»",
     )
 
 

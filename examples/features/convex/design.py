@@ -1,15 +1,14 @@
-"""Collision shapes: every solid collides as its convex hull.
+"""Collision shapes: a concave solid collides as its shape, automatically or split by hand.
 
-MuJoCo collides each solid of a part as the convex hull of its mesh (the video still shows the exact
-mesh). A concave solid, such as a cup, therefore behaves as if its hollow were filled in. To get
-faithful contacts, build a concave part from several convex solids: a part is one leaf, and a leaf
-may hold many solids when it is a `Compound` of them (not their fused union, `a + b`, which makes
-one solid again when they touch). Solids of one part may touch but should not overlap, or the
-overlap is counted twice in the mass.
+A concave solid such as a cup is decomposed into convex pieces (README "Collision shapes"): this
+one (a box with a box cut out, not a prism) by CoACD. A part may also be built from convex solids
+by hand: a part is one leaf, and a leaf may hold many solids when it is a `Compound` of them (not
+their fused union, `a + b`, which makes one solid again when they touch); each of these boxes
+collides as MuJoCo's own box. Solids of one part may touch but should not overlap, or the overlap
+is counted twice in the mass.
 
-Two fixed cups with a steel ball above each. The cup made as one solid (a box with a box cut out)
-collides as a closed box, and its ball comes to rest on top of the rim. The cup made of five box
-solids (a base and four walls) catches its ball, which rests on the cup's floor.
+Two fixed cups with a steel ball above each: both catch their ball, which rests on the cup's
+8 mm floor (the one-solid cup within CoACD's accuracy, a millimetre or two).
 """
 
 from build123d import Box, Compound, Pos, Sphere
@@ -23,7 +22,8 @@ SIZE, HEIGHT, WALL = 100.0, 60.0, 8.0
 
 
 def build():
-    # One concave solid: its convex hull is the whole 100 × 100 × 60 box.
+    # One concave solid: decomposed into convex pieces automatically (its hull would be the
+    # whole 100 × 100 × 60 box).
     solid_cup = Pos(-100, 0, HEIGHT / 2) * Box(SIZE, SIZE, HEIGHT) - Pos(
         -100, 0, WALL + HEIGHT / 2
     ) * Box(SIZE - 2 * WALL, SIZE - 2 * WALL, HEIGHT)

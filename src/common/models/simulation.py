@@ -8,6 +8,7 @@ at the boundary with pydantic's message naming the bad field. All lengths are mi
 from __future__ import annotations
 
 import base64
+import math
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -243,6 +244,11 @@ class Limits(StrictModel):
     max_parts: int | None = Field(default=None, gt=0)
 
 
+Tessellation = Literal["coarse", "normal", "fine"] | Annotated[float, Field(ge=0.001, le=10.0)]
+"""How finely solids are meshed: a preset, whose deflection follows each solid's size (bounded),
+or a fixed chord deflection in millimetres. README "Tessellation"."""
+
+
 class SimOptions(StrictModel):
     duration_s: float = Field(default=10.0, gt=0.0, le=MAX_DURATION_S)
     timestep_s: float = Field(default=0.002, ge=1e-4, le=0.01)
@@ -254,6 +260,17 @@ class SimOptions(StrictModel):
     jitter: Jitter = Field(default_factory=Jitter)
     controls: list[Control] = Field(default_factory=list, max_length=MAX_CONTROLS)
     stop_on_decision: bool = False
+    tessellation: Tessellation = Field(
+        default="normal",
+        description="`coarse`, `normal` or `fine` (a deflection relative to each solid's size) "
+        "or a chord deflection in mm (0.001–10).",
+    )
+    full_video: bool = Field(
+        default=False,
+        description="Record the video for the whole run. By default the video (and so the "
+        "render time) ends 1 s of simulated time after the decision (worker.simulation.loop."
+        "VIDEO_TAIL_S); the simulation, the verdict and the metrics are the same either way.",
+    )
     limits: Limits = Field(default_factory=Limits)
 
     @model_validator(mode="after")
@@ -279,12 +296,26 @@ class SimulationRequest(StrictModel):
 
 
 class SimulationResult(StrictModel):
+    """The verdict and where its artifacts are. Every number in it is finite, so its JSON is
+    plain JSON for any language (the pydantic data converter would write a NaN as a bare
+    `NaN`, which most JSON parsers refuse)."""
+
     outcome: Literal["SUCCESS", "FAIL"]
     reason: str = Field(max_length=2000)
     failure: FailureKind | None = None
     video_url: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
-    artifact_urls: dict[str, str] = Field(default_factory=dict)
+    artifact_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="Artifact name (video, poster, mjcf, geometry, logs, report, result) → the "
+        "URL to open it with: a file:// URL, or for S3 a presigned URL that expires.",
+    )
+    artifact_uris: dict[str, str] = Field(
+        default_factory=dict,
+        description="The same names → a lasting reference that never expires: "
+        "`s3://bucket/prefix/key` for S3 (readable with the store's credentials, and usable as a "
+        "CadSource.uri), the file:// URL for a local store.",
+    )
     policy_digest: str = ""
     versions: dict[str, str] = Field(default_factory=dict)
 
@@ -293,3 +324,28 @@ class SimulationResult(StrictModel):
         if (self.outcome == "SUCCESS") != (self.failure is None):
             raise ValueError("failure must be None exactly when outcome is SUCCESS")
         return self
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = _non_finite(v, "metrics")
+        if bad:
+            raise ValueError(f"{bad} is not a finite number")
+        return v
+
+
+def _non_finite(v: Any, path: str) -> str | None:
+    """The path of the first NaN or infinity in a JSON-like value, or None."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return path
+    if isinstance(v, dict):
+        items: Any = v.items()
+    elif isinstance(v, list | tuple):
+        items = enumerate(v)
+    else:
+        return None
+    for k, x in items:
+        found = _non_finite(x, f"{path}.{k}")
+        if found:
+            return found
+    return None

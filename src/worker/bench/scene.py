@@ -22,7 +22,7 @@ from worker.simulation.builder import Scene, build_scene
 from worker.simulation.cad import extract_geometry
 from worker.simulation.imports import defer_unused_imports
 from worker.simulation.loop import SimulationLoop
-from worker.simulation.render import Recorder
+from worker.simulation.render import Recorder, Renderer
 
 WARM_UP_FRAMES = 5
 """Rendered before each timed loop and not counted."""
@@ -119,13 +119,16 @@ def _bare_fps(scene: Scene, opt: SimOptions, frames: int, encode: bool) -> float
 def _recorder_fps(scene: Scene, opt: SimOptions, frames: int) -> float:
     d = mujoco.MjData(scene.model)
     mujoco.mj_forward(scene.model, d)
-    with tempfile.TemporaryDirectory() as tmp:
-        rec = Recorder(scene, Path(tmp) / "v.mp4", opt.width, opt.height, opt.fps)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Renderer(scene, Objectives(), opt.width, opt.height) as r,
+    ):
         for _ in range(WARM_UP_FRAMES):
-            rec.capture(d)
+            r.render(d)
+        rec = Recorder(r, Path(tmp) / "v.mp4", opt.fps)
         t = time.perf_counter()
         for _ in range(frames):
-            rec.capture(d)
+            rec.frame(d)
         rec.close()  # the encoder's tail belongs to the video
         return frames / (time.perf_counter() - t)
 

@@ -18,9 +18,10 @@ import structlog
 from pydantic import ValidationError
 
 from common.models.simulation import SimulationRequest
+from worker import logs
 from worker.cli import output
-from worker.cli.output import EXIT_INFRA, EXIT_INVALID, EXIT_SUCCESS
-from worker.errors import InvalidRequest
+from worker.cli.output import EXIT_FAIL, EXIT_INFRA, EXIT_INVALID, EXIT_SUCCESS
+from worker.errors import InfrastructureError, InvalidRequest
 from worker.janitor import Janitor
 from worker.request_files import load_mapping, request_from_files
 from worker.settings import Settings
@@ -38,6 +39,7 @@ def _request(args: argparse.Namespace) -> SimulationRequest:
             options=args.options,
             duration_s=args.duration,
             render=False if args.no_render else None,
+            full_video=True if args.full_video else None,
             request_id=args.request_id,
         )
     except ValidationError as e:
@@ -77,7 +79,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # configured S3 store.
     store = LocalStore(args.out) if args.out else make_store(settings)
     sources = make_store(settings) if args.out and settings.store.kind == "s3" else store
-    progress = output.TerminalProgress()
+    progress = output.TerminalProgress.for_run(args.json)
+    if progress.mode == "bar" and not args.json:
+        # A person at a terminal reads the bar and the summary; info lines would break the bar
+        # (warnings still show; the children's output is in the logs artifact).
+        logs.configure(json=False, level="WARNING")
     try:
         with Janitor():  # a SIGKILLed `simjail run` leaves no job directory or cgroup
             result = run_request(request, settings, store, on_progress=progress, sources=sources)
@@ -96,14 +102,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     request = _request(args)
     opts = _connect_options(args)
+    outage_s = args.outage_wait
 
     async def go() -> int:
+        # An unreachable server (down, restarting) is waited for, up to --outage-wait per
+        # outage; then ServerUnreachable (exit 3). Other connection errors fail at once.
         try:
-            client = await simclient.connect(opts)
-        except Exception as e:  # unreachable server, bad TLS: infrastructure
+            client = await simclient.through_outages(
+                lambda: simclient.connect(opts),
+                what=f"connecting to {_address(opts)}",
+                outage_s=outage_s,
+            )
+        except simclient.ServerUnreachable:
+            raise
+        except Exception as e:  # bad TLS, a refused API key: infrastructure
             output.error(f"cannot connect to Temporal at {_address(opts)}: {e}")
             return EXIT_INFRA
-        handle = await simclient.submit(client, request, task_queue=args.task_queue)
+        handle = await simclient.through_outages(
+            lambda: simclient.submit(client, request, task_queue=args.task_queue),
+            what="starting the workflow",
+            outage_s=outage_s,
+        )
         if not args.wait:
             if args.json:
                 sys.stdout.write(json.dumps({"workflow_id": handle.id}) + "\n")
@@ -111,7 +130,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 print(handle.id)
             return EXIT_SUCCESS
         try:
-            result = await handle.result()
+            result = await simclient.wait_result(handle, outage_s=outage_s)
         except WorkflowFailureError as e:
             return output.workflow_failure(e)
         return output.emit(result, args.json)
@@ -137,13 +156,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     janitor = Janitor()  # cleans up after this process, however it ends
 
     async def go() -> int:
-        runtime = None
+        runtime, metrics_url = None, None
         if args.metrics_port is not None:
             try:
-                runtime, _ = start_metrics(args.metrics_port)
+                runtime, server = start_metrics(args.metrics_port, args.metrics_host)
             except OSError as e:
-                output.error(f"cannot serve metrics on port {args.metrics_port}: {e}")
+                output.error(
+                    f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {e}"
+                )
                 return EXIT_INFRA
+            metrics_url = f"http://{args.metrics_host}:{server.port}/metrics"
         try:
             client = await simclient.connect(opts, runtime=runtime)
         except Exception as e:
@@ -156,6 +178,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             task_queue=args.task_queue,
             slots=args.slots,
             graceful_shutdown_s=args.graceful_shutdown,
+            metrics_url=metrics_url,
         )
         return EXIT_SUCCESS
 
@@ -199,11 +222,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 slots=args.slots,
                 graceful_shutdown_s=args.graceful_shutdown,
                 metrics_port=args.metrics_port,
+                metrics_host=args.metrics_host,
                 say=say,
                 on_server=janitor.also_kill,
             )
         )
-    print("Temporal dev server stopped.", file=sys.stderr)
+    print("Temporal dev server stopped.", flush=True)
     if demo is None:
         return EXIT_SUCCESS
     if isinstance(demo.error, WorkflowFailureError):
@@ -213,6 +237,34 @@ def cmd_dev(args: argparse.Namespace) -> int:
         return EXIT_INFRA
     print(f"End to end through Temporal: {demo.seconds:.2f} s")
     return output.emit(demo.result, False)
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    """Exit 0 when nothing was lost, duplicated, mismatched or leaked, 1 otherwise; 2 for bad
+    flags, 3 when the server or the workers cannot start."""
+    from worker.loadtest.run import LoadTestConfig, run_loadtest
+
+    cfg = LoadTestConfig(
+        count=args.count,
+        concurrency=args.concurrency,
+        hostile_ratio=args.hostile_ratio,
+        faults=args.faults,
+        fault_rounds=args.fault_rounds,
+        address=args.address,
+        workers=args.workers,
+        slots=args.slots,
+        render=not args.no_render,
+        seed=args.seed,
+        outage_s=args.outage_s,
+        timeout_s=args.timeout,
+        keep_dir=args.keep_dir,
+    )
+    try:
+        report = asyncio.run(run_loadtest(cfg))
+    except RuntimeError as e:  # a worker that would not start, a server that would not
+        raise InfrastructureError(str(e)) from None
+    output.emit_loadtest(report, args.json)
+    return EXIT_SUCCESS if report["ok"] else EXIT_FAIL
 
 
 def cmd_policy(args: argparse.Namespace) -> int:

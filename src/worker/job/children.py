@@ -156,7 +156,7 @@ class Children:
                 )
         except LaunchError as e:
             self.check_cancelled()
-            raise InfrastructureError(e.args[0]) from e
+            raise InfrastructureError(e.args[0], cause="sandbox") from e
         if out.start_latency_s is not None:
             metrics.jail_started(spec.jail, out.start_latency_s)
         if out.cancelled:

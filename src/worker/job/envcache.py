@@ -3,7 +3,8 @@
 A task's environment (its fixtures) is the same source in every attempt an agent makes, so its
 geometry is kept under `<data dir>/env-cache/<key>.json`, keyed by the sha256 of the source's
 bytes (code or STEP) and its file name, and of what else decides the geometry: the simjail and
-build123d versions and the policy digest (the policy files, the launcher, every limit and cap).
+build123d versions, the policy digest (the policy files, the launcher, every limit and cap) and
+the request's tessellation (how finely the build meshes the solids).
 A repeated environment then starts no build jail; a changed byte of any of these misses.
 
 An entry is the body of the result frame the environment's build jail sent, exactly as
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from importlib import metadata
@@ -39,7 +41,7 @@ from worker.simulation.geometry import Geometry
 
 log = structlog.get_logger("simjail.envcache")
 
-FORMAT = b"simjail-env-cache/1"
+FORMAT = b"simjail-env-cache/2"  # /2: the key names the tessellation
 
 
 def _version(dist: str) -> str:
@@ -56,12 +58,13 @@ class EnvCache:
         self.root = root
         self.max_bytes = max_bytes
 
-    def key(self, source: Source, policy_digest: str) -> str:
+    def key(self, source: Source, policy_digest: str, tessellation: str | float) -> str:
         h = hashlib.sha256(FORMAT + b"\0")
         for part in (
             _version("simjail"),
             _version("build123d"),
             policy_digest,
+            json.dumps(tessellation),  # "normal" and 0.5 never meet
             source.filename,
         ):
             h.update(part.encode() + b"\0")

@@ -63,7 +63,7 @@ def read_source(src: CadSource, kind: SourceKind, store: ArtifactStore) -> Sourc
         except (NotInStore, ObjectNotFound, ObjectTooLarge) as e:
             raise InvalidRequest(f"{kind}.uri: {e.message}") from None
         except StorageError as e:
-            raise InfrastructureError(f"{kind}.uri: {e.message}") from None
+            raise InfrastructureError(f"{kind}.uri: {e.message}", cause="store") from None
     else:  # the contract allows only file:// and s3://
         raise InfrastructureError(f"{kind}.uri: no store is configured for {u.scheme}:// URLs")
     if step:

@@ -11,6 +11,7 @@ Every mistake is raised as `Failed` where it is found and sent as an error frame
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 import types
@@ -34,8 +35,29 @@ def _where(tb: types.TracebackType | None, filename: str) -> str:
     return found
 
 
+STUBS = Path(__file__).resolve().parent / "stubs"
+"""Stand-ins for modules published designs import but a jail cannot run (ocp_vscode, the
+viewer): simjail's own code, put first on the jailed sys.path, never installed as packages."""
+
+
+def use_stubs() -> None:
+    if str(STUBS) not in sys.path:
+        sys.path.insert(0, str(STUBS))
+
+
+def _shown_objects() -> list[Any]:
+    """What the design showed through the ocp_vscode stand-in, if it imported it."""
+    viewer = sys.modules.get("ocp_vscode")
+    shown = getattr(viewer, "shown", None)
+    if viewer is None or getattr(viewer, "__file__", "").find(str(STUBS)) != 0 or shown is None:
+        return []
+    return [obj for obj, _ in shown()]
+
+
 def run_code(code: str, filename: str, module_name: str) -> tuple[Any, Any]:
-    """Execute the source; return what it built and its PARTS metadata."""
+    """Execute the source; return what it built and its PARTS metadata. What it built is, in
+    order: what `build()` returns, else the module-level `result`, else what the design showed
+    with ocp_vscode's `show()` / `show_object()` / `show_all()` (README "Writing a design")."""
     try:
         compiled = compile(code, filename, "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as e:  # ValueError: NUL bytes in the source
@@ -56,6 +78,9 @@ def run_code(code: str, filename: str, module_name: str) -> tuple[Any, Any]:
             obj, found = build(), True
         elif "result" in ns:
             obj, found = ns["result"], True
+        else:
+            shown = _shown_objects()
+            obj, found = shown, bool(shown)
     except BaseException as e:  # the user's code may raise anything, SystemExit included
         traceback.print_exc(file=sys.stderr)
         # All of it on one line, notes included: the supervisor quotes it as the design's own.
@@ -65,20 +90,39 @@ def run_code(code: str, filename: str, module_name: str) -> tuple[Any, Any]:
         ) from None
     if not found:
         raise Failed(
-            FailureKind.NO_GEOMETRY, f"{filename} defines neither build() nor a module-level result"
+            FailureKind.NO_GEOMETRY,
+            f"{filename} defines neither build() nor a module-level result, and shows nothing "
+            "with ocp_vscode's show()",
         )
     return obj, ns.get("PARTS", {})
 
 
 def read_step(path: Path) -> Any:
+    """The STEP file's shapes, each leaf labelled with its product name (made a valid label,
+    and unique: a repeated name gets `_2`, `_3`, ... in tree order; many exporters name every
+    product `COMPOUND`)."""
     from build123d import import_step
 
     try:
-        return import_step(str(path))
+        shape = import_step(str(path))
     except Exception as e:
         raise Failed(
             FailureKind.INVALID_GEOMETRY, f"the STEP file could not be read: {e}"[:3900]
         ) from None
+    leaves = shape.leaves
+    names = [re.sub(r"[^A-Za-z0-9_.:-]", "_", str(leaf.label or ""))[:58] for leaf in leaves]
+    taken = set(names)
+    used: set[str] = set()
+    for leaf, base in zip(leaves, names, strict=True):
+        if not base:
+            continue  # no product name: a generated one (part_<n>)
+        name, n = base, 1
+        while name in used or (name != base and name in taken):
+            n += 1
+            name = f"{base}_{n}"
+        used.add(name)
+        leaf.label = name
+    return shape
 
 
 def run(job: BuildJob, job_dir: Path) -> Geometry:
@@ -101,6 +145,7 @@ def run(job: BuildJob, job_dir: Path) -> Geometry:
             source=job.source_kind,
             max_parts=job.max_parts,
             max_triangles=job.max_triangles,
+            tessellation=job.tessellation,
         )
     except Failed:
         raise
@@ -125,6 +170,7 @@ def main() -> None:
     job = BuildJob.read(args.job_path)
     chan = args.channel()
     sys.setrecursionlimit(10_000)
+    use_stubs()
     try:
         geom = run(job, args.job_path.parent)
     except Failed as f:

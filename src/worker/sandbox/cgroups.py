@@ -221,6 +221,16 @@ class JobCgroups:
                 time.sleep(0.02)
 
 
+def groups_of(pid: int, root: Path = ROOT) -> list[Path]:
+    """The per-job groups a worker with this pid made (`simjail/<pid>-<jail>-<id>`) that still
+    exist: after its jobs ended, none should."""
+    found: list[Path] = []
+    for top in (root / "memory" / PARENT, root / "pids" / PARENT, root / PARENT):
+        if top.is_dir():
+            found += sorted(d for d in top.iterdir() if d.is_dir() and d.name.startswith(f"{pid}-"))
+    return found
+
+
 def _kill_all(d: Path) -> None:
     for procs in d.rglob("cgroup.procs"):
         with contextlib.suppress(OSError, ValueError):

@@ -165,6 +165,7 @@ class Prepared(Protocol):
     env: dict[str, str]
     cwd: Path
     pass_fds: tuple[int, ...]
+
     @property
     def terminate_signal(self) -> int:
         """Sent to the launcher's process to end a run early (SIGKILL follows after a grace)."""

@@ -53,6 +53,8 @@ _LAUNCH_FAILED = ("Couldn't launch the child process", "Launching child process 
 class SandboxUnavailable(InfrastructureError):
     """nsjail cannot run here. simjail then refuses untrusted code (fail closed)."""
 
+    cause = "sandbox"
+
 
 def nsjail_binary() -> Path:
     try:

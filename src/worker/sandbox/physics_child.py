@@ -32,6 +32,7 @@ def run(job: PhysicsJob, chan: BinaryIO, args: ChildArgs) -> PhysicsPayload:
             args.out,
             on_progress=progress,
             wall_deadline=time.monotonic() + job.wall_s,
+            decompositions=job.decompositions,
         )
     except InfrastructureError as e:
         return PhysicsPayload(status="infra", message=e.message[:4000])
@@ -41,6 +42,7 @@ def run(job: PhysicsJob, chan: BinaryIO, args: ChildArgs) -> PhysicsPayload:
         reason=o.reason[:4000],
         metrics=o.metrics,
         files=o.files,
+        decompositions=o.decompositions,
     )
 
 

@@ -43,6 +43,8 @@ ENOSYS = 38
 class ProbeFailed(InfrastructureError):
     """A probe jail did not start, did not run as the jail's user, or could not render."""
 
+    cause = "sandbox"
+
 
 @dataclass(frozen=True)
 class Check:
@@ -93,7 +95,7 @@ def run_probe(launcher: Launcher, jail: str) -> Probed:
     with tempfile.TemporaryDirectory(prefix="simjail-probe-") as tmp:
         root = Path(tmp)
         root.chmod(0o711)
-        mark_owner(root)
+        mark_owner(root)  # removed by the next worker if this one is killed mid-probe
         job = root / jail
         job.mkdir()
         job.chmod(0o755)

@@ -28,9 +28,9 @@ from typing import Any, Literal, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.models.simulation import FailureKind, Objectives, SimOptions
+from common.models.simulation import FailureKind, Objectives, SimOptions, Tessellation
 from worker.errors import Failure
-from worker.simulation.geometry import Geometry
+from worker.simulation.geometry import ConvexPieces, Geometry
 from worker.text import quoted
 
 HEADER = struct.Struct(">I")
@@ -273,6 +273,8 @@ class BuildJob(_Job):
     """The child stops extracting once a cap is exceeded (the supervisor checks the merged
     geometry again): thousands of parts are GEOMETRY_LIMIT, not a CPU limit."""
     max_triangles: int
+    tessellation: Tessellation = "normal"
+    """How finely to mesh (the request's SimOptions.tessellation)."""
 
 
 class PhysicsJob(_Job):
@@ -282,6 +284,9 @@ class PhysicsJob(_Job):
     wall_s: float
     """The child stops itself this long after it starts, a little before the supervisor would
     kill it, so a slow run still reports what it measured."""
+    decompositions: dict[str, ConvexPieces] = Field(default_factory=dict)
+    """Cached convex decompositions of this geometry's solids (key → pieces), from earlier
+    jobs; the child checks them again before use."""
 
 
 class ProbeJob(_Job):
@@ -340,8 +345,12 @@ class PhysicsPayload(_Frame):
     failure: FailureKind | None = None
     reason: str = Field(default="", max_length=4000)
     metrics: dict[str, Any] = Field(default_factory=dict)
-    files: dict[Literal["video", "poster", "mjcf"], str] = Field(default_factory=dict)
+    files: dict[Literal["video", "poster", "last_frame", "contact_sheet", "plots", "mjcf"], str] = (
+        Field(default_factory=dict)
+    )
     message: str = Field(default="", max_length=4000)
+    decompositions: dict[str, ConvexPieces] = Field(default_factory=dict, max_length=2000)
+    """Decompositions the child computed, for the supervisor's cache (which checks them)."""
 
 
 def _first_error(e: ValidationError) -> str:

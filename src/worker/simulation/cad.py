@@ -2,23 +2,41 @@
 `simulate_local` for an already-built Compound. Imports build123d lazily: it costs ~2 s.
 
 Conventions (README "Writing a design"):
-- Parts are the leaves of the returned object tree, placed at their global location.
-- Each solid of a part becomes one convex collision hull; split a concave part into convex
-  solids (e.g. a cup into a base and walls) to get faithful contacts.
+- Parts are the leaves of the returned object tree, placed at their global location; leaves
+  without a solid are left out and listed (`Geometry.dropped`).
+- Each solid is meshed with a deflection that follows its size (`geometry.deflection`, the
+  request's `tessellation`); the triangle cap is checked before a mesh is copied out.
+- A solid that is a sphere, box, cylinder or capsule is claimed as that primitive (checked
+  against its mesh by trusted code before it is used).
 - Mass and inertia come from the exact CAD solid, never from the mesh.
 - Unlabelled parts are named `<prefix>_<n>` in tree order, which is stable for a given design.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 
-from common.models.simulation import FailureKind
+from common.models.simulation import FailureKind, Tessellation
 from worker.errors import Failed
-from worker.simulation.geometry import MAX_SOLIDS_PER_PART, Geometry, Mesh, Part, PartMeta
+from worker.simulation.geometry import (
+    DEFLECTION_SAFETY,
+    MAX_SOLIDS_PER_PART,
+    Dropped,
+    Geometry,
+    Mesh,
+    Part,
+    PartMeta,
+    Primitive,
+    allowed_deflection,
+    check_primitive,
+    deflection,
+    surface_area,
+)
 
 PALETTE = [
     (0.90, 0.45, 0.15, 1.0),
@@ -68,9 +86,148 @@ def _material(shape: Any) -> tuple[str | None, float | None]:
         return name, None
 
 
-def _tolerance(bbox_diag: float) -> tuple[float, float]:
-    """Linear (mm) and angular (rad) tessellation tolerance, relative to the part's size."""
-    return float(min(max(bbox_diag * 2e-3, 0.02), 1.0)), 0.3
+def _mesh(
+    solid: Any, tol: float, ang: float, label: str, scene: int, part: int, cap: int
+) -> tuple[Any, Any]:
+    """Vertices (n, 3) and triangles (m, 3) of `solid` meshed afresh at this deflection (an
+    absolute one: build123d's `tessellate` reuses any finer mesh on the shape and asks OCCT for
+    a deflection relative to each edge's size). The triangles are counted before anything is
+    copied out, so a part that takes the scene (`scene` triangles so far, `part` of them this
+    part's) past the cap is refused in milliseconds."""
+    from OCP.BRep import BRep_Tool
+    from OCP.BRepMesh import BRepMesh_IncrementalMesh
+    from OCP.BRepTools import BRepTools
+    from OCP.TopAbs import TopAbs_Orientation
+    from OCP.TopLoc import TopLoc_Location
+
+    BRepTools.Clean_s(solid.wrapped)
+    BRepMesh_IncrementalMesh(solid.wrapped, tol, False, ang, False)
+    faces = []
+    count = 0
+    for f in solid.faces():
+        loc = TopLoc_Location()
+        poly = BRep_Tool.Triangulation_s(f.wrapped, loc)
+        if poly is not None:
+            faces.append((f, poly, loc))
+            count += poly.NbTriangles()
+    if scene + count > cap:
+        raise _over_cap(
+            f"part {label!r} takes the scene past the cap of {cap} triangles (the part has "
+            f"{part + count} so far at this tessellation); choose a coarser `tessellation` in "
+            "the options"
+        )
+    verts, tris, offset = [], [], 0
+    for f, poly, loc in faces:
+        n = poly.NbNodes()
+        tr = loc.Transformation()
+        pts = np.array([(q.X(), q.Y(), q.Z()) for q in (poly.Node(i) for i in range(1, n + 1))])
+        m = np.array([[tr.Value(r, c) for c in range(1, 5)] for r in range(1, 4)])
+        t = np.array([poly.Triangle(i).Get() for i in range(1, poly.NbTriangles() + 1)])
+        t = t.reshape(-1, 3) - 1 + offset
+        if f.wrapped.Orientation() == TopAbs_Orientation.TopAbs_REVERSED:
+            t = t[:, [0, 2, 1]]
+        verts.append(pts.reshape(-1, 3) @ m[:, :3].T + m[:, 3])
+        tris.append(t)
+        offset += n
+    if not verts:
+        return np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
+    return np.concatenate(verts), np.concatenate(tris)
+
+
+def _quat_of(axes: Any) -> tuple[float, float, float, float]:
+    """(w, x, y, z) of the rotation whose columns are `axes` (a right-handed orthonormal 3×3)."""
+    m = np.asarray(axes, dtype=np.float64)
+    w = math.sqrt(max(0.0, 1 + m[0, 0] + m[1, 1] + m[2, 2])) / 2
+    x = math.sqrt(max(0.0, 1 + m[0, 0] - m[1, 1] - m[2, 2])) / 2
+    y = math.sqrt(max(0.0, 1 - m[0, 0] + m[1, 1] - m[2, 2])) / 2
+    z = math.sqrt(max(0.0, 1 - m[0, 0] - m[1, 1] + m[2, 2])) / 2
+    x = math.copysign(x, m[2, 1] - m[1, 2])
+    y = math.copysign(y, m[0, 2] - m[2, 0])
+    z = math.copysign(z, m[1, 0] - m[0, 1])
+    n = math.sqrt(w * w + x * x + y * y + z * z)
+    return (w / n, x / n, y / n, z / n)
+
+
+def _frame_with_z(axis: Any) -> Any:
+    z = np.asarray(axis, dtype=np.float64)
+    z = z / np.linalg.norm(z)
+    helper = np.array([1.0, 0, 0]) if abs(z[0]) < 0.9 else np.array([0, 1.0, 0])
+    x = np.cross(helper, z)
+    x /= np.linalg.norm(x)
+    return np.column_stack([x, np.cross(z, x), z])
+
+
+def primitive_of(solid: Any, verts: Any) -> Primitive | None:
+    """The analytic shape `solid` is, from its faces' geometry types (build123d's GeomType), or
+    None. `verts` are its mesh vertices (for the extents). A claim only: the supervisor checks
+    it against the mesh before the physics uses it."""
+    from build123d import GeomType
+    from OCP.BRepAdaptor import BRepAdaptor_Surface
+
+    faces = solid.faces()
+    kinds = [f.geom_type for f in faces]
+    c = solid.center()
+    center = np.array([c.X, c.Y, c.Z])
+
+    def vec(d: Any) -> Any:
+        return np.array([d.X(), d.Y(), d.Z()])
+
+    spheres = [BRepAdaptor_Surface(f.wrapped).Sphere() for f, k in zip(faces, kinds, strict=True)
+               if k == GeomType.SPHERE]  # fmt: skip
+    if spheres and len(spheres) == len(faces):
+        sc = vec(spheres[0].Location())
+        return Primitive(
+            kind="sphere", center=tuple(sc.tolist()), size=(spheres[0].Radius(), 0.0, 0.0)
+        )
+    if len(faces) == 6 and all(k == GeomType.PLANE for k in kinds):
+        normals = [vec(BRepAdaptor_Surface(f.wrapped).Plane().Axis().Direction()) for f in faces]
+        axes: list[Any] = []
+        for n in normals:
+            if all(abs(float(n @ a)) < 1e-9 for a in axes):
+                axes.append(n)
+            elif not any(abs(abs(float(n @ a)) - 1) < 1e-9 for a in axes):
+                return None
+        if len(axes) != 3:
+            return None
+        frame = np.column_stack([axes[0], axes[1], np.cross(axes[0], axes[1])])
+        half = np.abs((verts - center) @ frame).max(axis=0)
+        return Primitive(kind="box", center=tuple(center.tolist()),
+                         quat=_quat_of(frame), size=tuple(half.tolist()))  # fmt: skip
+    cylinders = [f for f, k in zip(faces, kinds, strict=True) if k == GeomType.CYLINDER]
+    if len(cylinders) != 1:
+        return None
+    cyl = BRepAdaptor_Surface(cylinders[0].wrapped).Cylinder()
+    frame = _frame_with_z(vec(cyl.Axis().Direction()))
+    r = cyl.Radius()
+    h = float(np.abs((verts - center) @ frame[:, 2]).max())
+    planes = sum(k == GeomType.PLANE for k in kinds)
+    if planes == 2 and len(faces) == 3:
+        return Primitive(kind="cylinder", center=tuple(center.tolist()),
+                         quat=_quat_of(frame), size=(r, h, 0.0))  # fmt: skip
+    if len(spheres) >= 2 and len(spheres) + 1 == len(faces) and h > r:
+        return Primitive(kind="capsule", center=tuple(center.tolist()),
+                         quat=_quat_of(frame), size=(r, h - r, 0.0))  # fmt: skip
+    return None
+
+
+def _holds(claim: Primitive, v: Any, t: Any, tessellation: Tessellation) -> bool:
+    """Whether the supervisor's check will accept the claim: a solid whose faces only look like
+    a primitive (two sphere faces of different centres, a cylinder cut at a slant) is not
+    claimed, so an honest design never fails that check."""
+    t = np.asarray(t, dtype=np.int64)
+    delta = allowed_deflection(tessellation, float(np.linalg.norm(v.max(0) - v.min(0))))
+    volume = (
+        abs(float(np.einsum("ij,ij->i", v[t[:, 0]], np.cross(v[t[:, 1]], v[t[:, 2]])).sum())) / 6
+    )
+    slack = DEFLECTION_SAFETY * surface_area(v, t) * delta
+    return check_primitive(claim, v, t, volume, delta, slack) is None
+
+
+def _shape_kind(leaf: Any) -> Any:
+    name = type(leaf).__name__
+    known = ("Compound", "Part", "Sketch", "Curve", "Solid", "Shell", "Face", "Wire", "Edge",
+             "Vertex")  # fmt: skip
+    return name if name in known else "other"
 
 
 def extract_geometry(
@@ -80,6 +237,7 @@ def extract_geometry(
     source: Literal["design", "environment"] = "design",
     max_parts: int | None = None,
     max_triangles: int | None = None,
+    tessellation: Tessellation = "normal",
 ) -> Geometry:
     """Turn what build() returned into Geometry. `meta` is the design's `PARTS` dict
     (label → PartMeta fields); it is validated here, and names of parts that do not exist are
@@ -102,7 +260,9 @@ def extract_geometry(
             if n > max_parts:
                 raise _over_cap(f"build() returned more than {max_parts} parts, the cap")
     triangles = 0
+    cap = max_triangles if max_triangles is not None else 10**9
     parts: list[Part] = []
+    dropped: list[Dropped] = []
     prefix = "part" if source == "design" else "env"
     for i, leaf in enumerate(leaves):
         # The leaf's solids at their global location. Shape.cast of the relocated OCCT shape,
@@ -110,8 +270,14 @@ def extract_geometry(
         # took 17 s; this takes milliseconds).
         placed = Shape.cast(leaf.wrapped.Located(leaf.global_location.wrapped))
         solids = placed.solids()
-        if not solids:
-            continue  # faces, wires and sketches carry no mass; they are not parts
+        if not solids:  # faces, wires and sketches carry no mass; they are not parts
+            if len(dropped) < 1000:
+                label = leaf.label if isinstance(leaf.label, str) else ""
+                ok = bool(re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", label))
+                dropped.append(
+                    Dropped(position=i, label=label if ok else None, shape=_shape_kind(leaf))
+                )
+            continue
         if len(solids) > MAX_SOLIDS_PER_PART:
             raise Failed(
                 FailureKind.INVALID_GEOMETRY,
@@ -119,16 +285,17 @@ def extract_geometry(
             )
         label = leaf.label or f"{prefix}_{i}"
         meshes = []
+        in_part = 0
         for s in solids:
-            bb = s.bounding_box()
-            tol, ang = _tolerance(float(bb.diagonal))
-            verts, tris = s.tessellate(tol, ang)
-            v = np.array([(p.X, p.Y, p.Z) for p in verts], dtype=np.float64).reshape(-1, 3)
-            t = np.array(tris, dtype=np.int64).reshape(-1, 3)
-            meshes.append(Mesh.from_arrays(v, t))
+            tol, ang = deflection(tessellation, float(s.bounding_box().diagonal))
+            v, t = _mesh(s, tol, ang, label, triangles, in_part, cap)
+            in_part += len(t)
+            mesh = Mesh.from_arrays(v, t)
+            claim = primitive_of(s, v) if len(v) else None
+            if claim is not None and _holds(claim, v, t, tessellation):
+                mesh = mesh.model_copy(update={"primitive": claim})
+            meshes.append(mesh)
             triangles += len(t)
-            if max_triangles is not None and triangles > max_triangles:
-                raise _over_cap(f"build() returned more than {max_triangles} triangles, the cap")
         com = placed.center(CenterOf.MASS)
         moi = np.array(placed.matrix_of_inertia, dtype=np.float64)
         color = None
@@ -165,4 +332,4 @@ def extract_geometry(
         )
     if not parts:
         raise _no_geometry("build() returned no solid")
-    return Geometry(parts=parts)
+    return Geometry(parts=parts, dropped=dropped, tessellation=tessellation)

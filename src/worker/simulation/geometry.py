@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
-from common.models.simulation import FailureKind, Name, StrictModel, Vec3
+from common.models.simulation import FailureKind, Name, StrictModel, Tessellation, Vec3
 from worker.errors import Failed
 
 DEFAULT_DENSITY = 1000.0
@@ -91,7 +91,42 @@ class PartMeta(StrictModel):
         return self
 
 
+# --- Tessellation -----------------------------------------------------------------------------
+
+PRESETS: dict[str, tuple[float, float, float, float]] = {
+    # name: (deflection / solid's bounding-box diagonal, lower and upper bound in mm, angle rad)
+    "coarse": (1e-2, 0.1, 5.0, 0.6),
+    "normal": (2e-3, 0.02, 1.0, 0.3),
+    "fine": (5e-4, 0.005, 0.5, 0.15),
+}
+"""Tessellation presets (README "Tessellation"): the chord deflection follows the solid's size
+within bounds, so a 10 mm pin and a 2 m frame are both meshed to what their size needs."""
+
+
+def deflection(setting: Tessellation, diagonal_mm: float) -> tuple[float, float]:
+    """Linear (mm) and angular (rad) deflection for a solid whose bounding box has this
+    diagonal: the preset's fraction of it, bounded; or a fixed deflection in mm."""
+    if isinstance(setting, str):
+        rel, lo, hi, ang = PRESETS[setting]
+        return float(min(max(diagonal_mm * rel, lo), hi)), ang
+    return float(setting), 0.5
+
+
 # --- Meshes and parts -------------------------------------------------------------------------
+
+
+class Primitive(StrictModel):
+    """The build's claim that a solid is an analytic shape (build123d knows each face's
+    geometry type), in world millimetres: `center`, `quat` (w, x, y, z: the shape's frame; a
+    cylinder's and a capsule's axis is the frame's z) and `size` (sphere: radius; box: half
+    sizes; cylinder: radius, half length; capsule: radius, half length of its straight part).
+    Data from the design's own process: `check_primitive` holds it against the mesh before
+    anything uses it."""
+
+    kind: Literal["sphere", "box", "cylinder", "capsule"]
+    center: Vec3
+    quat: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)
+    size: Vec3
 
 
 def encode_array(a: NDArray[np.generic], dtype: str) -> str:
@@ -104,6 +139,9 @@ class Mesh(StrictModel):
 
     vertices: str
     triangles: str
+    primitive: Primitive | None = None
+    """Set when the solid is a sphere, box, cylinder or capsule: it then collides as MuJoCo's
+    primitive of that exact size (once checked against these triangles)."""
 
     @classmethod
     def from_arrays(cls, vertices: NDArray[np.floating], triangles: NDArray[np.integer]) -> Mesh:
@@ -127,6 +165,30 @@ class Mesh(StrictModel):
     @property
     def vertex_count(self) -> int:
         return (len(self.vertices) * 3 // 4) // 12
+
+
+MAX_PIECES_PER_SOLID = 256
+
+
+class ConvexPieces(StrictModel):
+    """Convex pieces of one solid: each a cloud of world-mm vertices (base64 of little-endian
+    float32 xyz triples) that collides as its hull. Made by CoACD in a separate process and
+    kept in the supervisor's cache: untrusted until `collision.check_pieces` accepts them."""
+
+    pieces: list[str] = Field(min_length=1, max_length=MAX_PIECES_PER_SOLID)
+
+    @classmethod
+    def from_arrays(cls, arrays: list[NDArray[np.floating]]) -> ConvexPieces:
+        return cls(pieces=[encode_array(a, "<f4") for a in arrays])
+
+    def arrays(self) -> list[NDArray[np.float64]]:
+        out = []
+        for p in self.pieces:
+            b = base64.b64decode(p, validate=True)
+            if len(b) % 12:
+                raise ValueError("a piece is not whole xyz triples")
+            out.append(np.frombuffer(b, dtype="<f4").reshape(-1, 3).astype(np.float64))
+        return out
 
 
 class Part(StrictModel):
@@ -160,8 +222,35 @@ class Part(StrictModel):
         return self.density * self.volume_mm3 * 1e-9
 
 
+class Dropped(StrictModel):
+    """A leaf of the built object with no solid (a face, a sketch, a wire): it has no mass and
+    was left out. Reported in the result's `warnings`."""
+
+    position: int = Field(ge=0)
+    """The leaf's position in tree order."""
+    label: Name | None = None
+    shape: Literal[
+        "Compound", "Part", "Sketch", "Curve", "Solid", "Shell", "Face", "Wire", "Edge",
+        "Vertex", "other",
+    ]  # fmt: skip
+
+
 class Geometry(StrictModel):
     parts: list[Part] = Field(max_length=10 * MAX_PARTS)
+    dropped: list[Dropped] = Field(default_factory=list, max_length=1000)
+    tessellation: Tessellation = "normal"
+    """The setting the meshes were made with (the request's; the supervisor checks it)."""
+
+
+def warnings(geom: Geometry) -> list[str]:
+    """The result's warnings about the geometry (trusted sentences from checked data)."""
+    out = []
+    for d in geom.dropped[:20]:
+        name = f"{d.label!r}" if d.label else f"number {d.position}"
+        out.append(f"Leaf {name} (a {d.shape}) has no solid and was left out.")
+    if len(geom.dropped) > 20:
+        out.append(f"{len(geom.dropped) - 20} more leaves without a solid were left out.")
+    return out
 
 
 def _rejected(kind: FailureKind, what: str) -> Failed:
@@ -175,7 +264,8 @@ def _invalid(what: str) -> Failed:
 
 def merge(design: Geometry, environment: Geometry | None) -> Geometry:
     parts = list(design.parts) + (list(environment.parts) if environment else [])
-    return Geometry(parts=parts)
+    dropped = list(design.dropped) + (list(environment.dropped) if environment else [])
+    return Geometry(parts=parts, dropped=dropped[:1000], tessellation=design.tessellation)
 
 
 def validate_geometry(
@@ -184,10 +274,15 @@ def validate_geometry(
     max_parts: int = MAX_PARTS,
     max_triangles: int = MAX_TRIANGLES,
     max_vertices: int = MAX_VERTICES,
+    tessellation: Tessellation | None = None,
 ) -> None:
     """Raise Failed (INVALID_GEOMETRY or GEOMETRY_LIMIT) unless every part is finite, bounded,
-    non-degenerate and uniquely labelled, joints name existing parents without cycles, and the
-    caps hold."""
+    non-degenerate and uniquely labelled, its claimed volume and centre of mass are those of
+    its meshes (to what the deflection explains), every primitive claim holds, joints name
+    existing parents without cycles, and the caps hold. `tessellation` is the setting the
+    request asked for (the geometry must have been meshed with it)."""
+    if tessellation is not None and geom.tessellation != tessellation:
+        raise _invalid(f"it was meshed with {geom.tessellation!r}, not {tessellation!r}")
     if len(geom.parts) > max_parts:
         raise _rejected(
             FailureKind.GEOMETRY_LIMIT, f"{len(geom.parts)} parts exceed the cap of {max_parts}"
@@ -232,8 +327,8 @@ def validate_geometry(
             raise _invalid(f"part {p.label!r} has an impossible inertia")
         lo = np.full(3, np.inf)
         hi = np.full(3, -np.inf)
-        mesh_volume, mesh_moment = 0.0, np.zeros(3)
-        for m in p.solids:
+        mesh_volume, mesh_moment, slack = 0.0, np.zeros(3), 0.0
+        for si, m in enumerate(p.solids):
             try:
                 v, t = m.arrays()
             except ValueError as e:
@@ -254,8 +349,21 @@ def validate_geometry(
             vol, moment = _enclosed(v, t)
             mesh_volume += vol
             mesh_moment += moment
+            # The volume a mesh may be off its CAD solid: each point of it lies within the
+            # deflection of the surface, so at most area × deflection (with a safety factor:
+            # the build measured its box on the exact solid, this one on the mesh).
+            delta = allowed_deflection(geom.tessellation, float(np.linalg.norm(extent)))
+            solid_slack = DEFLECTION_SAFETY * surface_area(v, t) * delta
+            slack += solid_slack
+            if m.primitive is not None:
+                why = check_primitive(m.primitive, v, t, vol, delta, solid_slack)
+                if why is not None:
+                    raise _invalid(
+                        f"part {p.label!r} solid {si} is claimed to be a {m.primitive.kind} "
+                        f"but its mesh is not one ({why})"
+                    )
         _check_mass_properties(p, lo, hi)
-        _check_against_mesh(p, mesh_volume, mesh_moment, float(np.linalg.norm(hi - lo)))
+        _check_against_mesh(p, mesh_volume, mesh_moment, float(np.linalg.norm(hi - lo)), slack)
         j = p.meta.joint
         if j is not None and j.parent != "world":
             if j.parent not in by_label:
@@ -292,26 +400,120 @@ def _enclosed(v: NDArray[np.float64], t: NDArray[np.int32]) -> tuple[float, NDAr
     return float(vol), moment
 
 
-VOLUME_TOLERANCE = 0.05
-"""Claimed CAD volume vs the volume its tessellation encloses (curved faces are cut short)."""
-COM_TOLERANCE = 0.02
-"""Claimed centre of mass vs the tessellation's, as a fraction of the part's diagonal."""
+DEFLECTION_SAFETY = 1.5
+"""Margin on the deflection a mesh may show: the build sized it from the exact solid's box,
+these checks from the mesh's (OCCT's deflection is a target, and chords are cut short)."""
+VOLUME_FLOOR_MM3 = 1.0
+"""Absolute volume slack (float32 coordinates)."""
 
 
-def _check_against_mesh(p: Part, volume: float, moment: NDArray[np.float64], diag: float) -> None:
-    """The claimed volume and centre of mass must be those of the meshes (to tessellation
-    accuracy): they are what the verdict follows, and the process that computed them ran the
-    agent's code."""
-    if volume <= 0 or abs(p.volume_mm3 - volume) > VOLUME_TOLERANCE * volume + 1.0:
+def allowed_deflection(setting: Tessellation, mesh_diagonal_mm: float) -> float:
+    """The largest chord deflection the build may have used for a solid whose mesh spans this
+    diagonal (the exact solid's box is a little larger than its mesh's; the rule grows with the
+    diagonal, so the bound is taken at a generous diagonal)."""
+    return deflection(setting, mesh_diagonal_mm * 1.25 + 1.0)[0]
+
+
+def surface_area(v: NDArray[np.float64], t: NDArray[np.int32]) -> float:
+    a, b, c = v[t[:, 0]], v[t[:, 1]], v[t[:, 2]]
+    return float(np.linalg.norm(np.cross(b - a, c - a), axis=1).sum() / 2)
+
+
+def _check_against_mesh(
+    p: Part, volume: float, moment: NDArray[np.float64], diag: float, slack: float
+) -> None:
+    """The claimed volume and centre of mass must be those of the meshes, to what the
+    deflection explains (`slack`, mm³): they are what the verdict follows, and the process that
+    computed them ran the agent's code. Thin walls meshed coarsely (a tea cup, a vase) are off
+    by 10–15% and pass; a solid whose mesh disagrees beyond that is not closed or intersects
+    itself."""
+    allowed = slack + VOLUME_FLOOR_MM3
+    if volume <= 0 or abs(p.volume_mm3 - volume) > allowed:
         raise _invalid(
-            f"part {p.label!r} claims a volume of {p.volume_mm3:.6g} mm³ but its solids enclose "
-            f"{volume:.6g} mm³",
+            f"part {p.label!r}: its CAD solid has a volume of {p.volume_mm3:.6g} mm³ but its "
+            f"mesh encloses {volume:.6g} mm³, more than the tessellation can explain "
+            f"(±{allowed:.3g} mm³); the solid is probably not closed or intersects itself"
         )
     centroid = moment / volume
-    if float(np.linalg.norm(np.array(p.com_mm) - centroid)) > COM_TOLERANCE * diag + 0.1:
+    off = float(np.linalg.norm(np.array(p.com_mm) - centroid))
+    if off > (allowed / volume) * diag + 0.02 * diag + 0.1:
         raise _invalid(
-            f"part {p.label!r} claims a centre of mass away from the centre of its solids",
+            f"part {p.label!r}: the centre of mass of its CAD solid is {off:.3g} mm from that "
+            "of its mesh, more than the tessellation can explain; the solid is probably not "
+            "closed or intersects itself"
         )
+
+
+def check_primitive(
+    prim: Primitive,
+    v: NDArray[np.float64],
+    t: NDArray[np.int32],
+    mesh_volume: float,
+    delta: float,
+    volume_slack: float,
+) -> str | None:
+    """Why the claim that the mesh (v, t) is `prim` is false, or None when it holds: every
+    vertex must lie on the claimed surface (within `delta`, the deflection), and the mesh must
+    cover it (its volume that of the shape, within `volume_slack`, and its extent the shape's)."""
+    q = np.array(prim.quat, dtype=np.float64)
+    if abs(float(np.linalg.norm(q)) - 1.0) > 1e-6:
+        return "its orientation is not a unit quaternion"
+    size = np.array(prim.size, dtype=np.float64)
+    if prim.kind == "sphere":
+        size[1:] = 0.0
+    elif prim.kind in ("cylinder", "capsule"):
+        size[2] = 0.0
+    if (size[: {"sphere": 1, "box": 3}.get(prim.kind, 2)] <= 0).any():
+        return "its size is not positive"
+    local = (v - np.array(prim.center)) @ quat_matrix(q)  # rows: vertices in the shape's frame
+    tol = delta + 1e-4 * float(np.abs(v).max()) + 1e-6  # + float32 rounding of coordinates
+    r = size[0]
+    if prim.kind == "sphere":
+        off = np.abs(np.linalg.norm(local, axis=1) - r)
+        volume = 4.0 / 3.0 * math.pi * r**3
+        half = np.array([r, r, r])
+    elif prim.kind == "box":
+        inside = np.abs(local) - size
+        off = np.maximum(inside.max(axis=1), 0.0) + np.maximum(-inside.max(axis=1), 0.0)
+        volume = 8.0 * float(np.prod(size))
+        half = size
+    elif prim.kind == "cylinder":
+        h = size[1]
+        radial = np.linalg.norm(local[:, :2], axis=1) - r
+        axial = np.abs(local[:, 2]) - h
+        outside = np.maximum(np.maximum(radial, axial), 0.0)
+        on_surface = np.minimum(np.abs(radial), np.abs(axial))
+        off = np.where((radial <= tol) & (axial <= tol), on_surface, outside)
+        volume = math.pi * r * r * 2 * h
+        half = np.array([r, r, h])
+    else:  # capsule: the points at distance r from the segment z ∈ [−h, h]
+        h = size[1]
+        z = np.clip(local[:, 2], -h, h)
+        seg = local - np.stack([np.zeros_like(z), np.zeros_like(z), z], axis=1)
+        off = np.abs(np.linalg.norm(seg, axis=1) - r)
+        volume = math.pi * r * r * 2 * h + 4.0 / 3.0 * math.pi * r**3
+        half = np.array([r, r, h + r])
+    worst = float(off.max())
+    if worst > tol:
+        return f"a vertex lies {worst:.3g} mm off its surface"
+    if abs(mesh_volume - volume) > volume_slack + VOLUME_FLOOR_MM3:
+        return f"it encloses {mesh_volume:.6g} mm³, the shape {volume:.6g} mm³"
+    reach = 2 * delta + tol
+    if (local.max(axis=0) < half - reach).any() or (local.min(axis=0) > -half + reach).any():
+        return "it does not span the shape"
+    return None
+
+
+def quat_matrix(q: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Rotation matrix of a unit quaternion (w, x, y, z): its columns are the frame's axes."""
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def _check_mass_properties(p: Part, lo: NDArray[np.float64], hi: NDArray[np.float64]) -> None:

@@ -1,6 +1,11 @@
 """SimulationLoop: steps a built Scene, applies controls, asks the Verdict, captures frames by
-simulated time and reports progress. Knows nothing of rendering or storage: frames go to a
-callback. (As in dm_control, the physics engine and the loop are separate.)
+simulated time, samples the series the report plots and reports progress. Knows nothing of
+rendering or storage: frames and the decisive moment go to callbacks. (As in dm_control, the
+physics engine and the loop are separate.)
+
+Frames stop `VIDEO_TAIL_S` of simulated time after the decision unless `full_video` is set; the
+simulation itself runs on as before (only `stop_on_decision` ends it), so the verdict and the
+metrics do not depend on how much video is taken.
 """
 
 from __future__ import annotations
@@ -19,8 +24,15 @@ from worker.errors import Failed, Failure
 from worker.progress import Progress, ProgressFn
 from worker.simulation.builder import MM, Scene
 from worker.simulation.objectives import Decision, Verdict
+from worker.simulation.series import RunSeries, Series
 
 FrameFn = Callable[[mujoco.MjData], None]
+DecisionFn = Callable[[mujoco.MjData, Decision], None]
+"""`on_decision`: called once per run with the state at the moment the decision latched (at the
+end for a decision only the end can make); `on_end`: once with the final state."""
+
+VIDEO_TAIL_S = 1.0
+"""Simulated seconds of video after the decision (SimOptions.full_video: the whole run)."""
 
 
 def timed_out(t: float) -> Failed:
@@ -46,6 +58,11 @@ class RunSummary:
     max_contact_force_n: float
     warnings: dict[str, int]
     perturbation: dict[str, Any] = field(default_factory=dict)
+    culprits: tuple[str, ...] = ()
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """The rules that fired and when (Verdict.events), the decisive one marked."""
+    series: Series | None = None
+    """What the report plots (not part of the metrics: it stays in the physics jail)."""
 
     @property
     def kind(self) -> FailureKind | None:
@@ -58,9 +75,11 @@ class RunSummary:
             "failure": self.failure.kind.value if self.failure else None,
             "reason": self.reason,
             "decided_at_s": self.decided_at_s,
+            "culprits": list(self.culprits),
             "sim_time_s": round(self.sim_time_s, 6),
             "steps": self.steps,
             "perturbation": self.perturbation,
+            "events": self.events,
         }
 
 
@@ -111,6 +130,8 @@ class SimulationLoop:
         options: SimOptions,
         *,
         on_frame: FrameFn | None = None,
+        on_decision: DecisionFn | None = None,
+        on_end: DecisionFn | None = None,
         on_progress: ProgressFn | None = None,
         wall_deadline: float | None = None,
         check_every_s: float = 0.01,
@@ -120,6 +141,8 @@ class SimulationLoop:
         self.obj = objectives
         self.opt = options
         self.on_frame = on_frame
+        self.on_decision = on_decision
+        self.on_end = on_end
         self.on_progress = on_progress
         self.wall_deadline = wall_deadline
         self.check_steps = max(1, round(check_every_s / options.timestep_s))
@@ -142,12 +165,16 @@ class SimulationLoop:
         verdict = Verdict(self.scene, self.obj)
         e0 = float(d.energy.sum())
         wall0 = time.monotonic()
-        decision: Decision | None = verdict.initial(m, d)
-
         dt = m.opt.timestep
         total_steps = round(self.opt.duration_s / dt)
+        series = RunSeries(self.scene, self.obj, verdict, total_steps // self.check_steps + 2)
+        series.sample(d, max_normal_force(m, d))
         frame_dt = 1.0 / self.opt.fps
         n_frames = round(self.opt.duration_s * self.opt.fps) if self.on_frame else 0
+        announced = False
+        decision: Decision | None = verdict.initial(m, d)
+        if decision is not None:
+            n_frames, announced = self._announce(d, decision, n_frames), True
         frames = 0
         max_force = 0.0
         max_ke = float(d.energy[1])
@@ -178,10 +205,14 @@ class SimulationLoop:
             step += chunk
             since_check += chunk
             if since_check >= self.check_steps or step == total_steps:
-                decision = verdict.update(m, d, since_check * dt)
+                force = max_normal_force(m, d)
+                decision = verdict.update(m, d, since_check * dt, force)
                 since_check = 0
                 max_ke = max(max_ke, float(d.energy[1]))
-                max_force = max(max_force, max_normal_force(m, d))
+                max_force = max(max_force, force)
+                series.sample(d, force)
+                if decision is not None and not announced:
+                    n_frames, announced = self._announce(d, decision, n_frames), True
                 now = time.monotonic()
                 if self.wall_deadline is not None and now > self.wall_deadline:
                     raise timed_out(float(d.time))
@@ -192,9 +223,13 @@ class SimulationLoop:
             assert self.on_frame is not None
             self.on_frame(d)
             frames += 1
-        wall = time.monotonic() - wall0
         mujoco.mj_forward(m, d)  # kinematics after mj_step lag one step; report the final state
         decision = verdict.final(d)
+        if not announced:
+            self._announce(d, decision, n_frames)
+        if self.on_end is not None:
+            self.on_end(d, decision)
+        wall = time.monotonic() - wall0  # with the callbacks' time, which the caller knows
         self._progress("simulate", float(d.time), 1.0)
         return RunSummary(
             run=run_index,
@@ -219,9 +254,22 @@ class SimulationLoop:
                 if d.warning[i].number
             },
             perturbation=perturbation,
+            culprits=decision.culprits,
+            events=[e.brief() for e in verdict.events],
+            series=series.result(),
         )
 
     # --- helpers --------------------------------------------------------------------------------
+
+    def _announce(self, d: mujoco.MjData, decision: Decision, n_frames: int) -> int:
+        """Hand the decisive moment to `on_decision`; return the frames the video keeps: those
+        up to VIDEO_TAIL_S after the decision (all of them with `full_video`)."""
+        if self.on_decision is not None:
+            self.on_decision(d, decision)
+        if self.opt.full_video:
+            return n_frames
+        last = math.floor((decision.time_s + VIDEO_TAIL_S) * self.opt.fps + 1e-9)
+        return min(n_frames, last + 1)
 
     def _progress(self, phase: str, t: float, fraction: float) -> None:
         if self.on_progress is not None:

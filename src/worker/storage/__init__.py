@@ -1,4 +1,8 @@
-"""Artifact stores. Keys derive from the request id, so a retried job overwrites its own files."""
+"""Artifact stores: a local directory, an S3-compatible bucket, and a retrying wrapper (retry.py).
+
+Keys are chosen by the caller (worker.job.publish): `<request id>/…` for `simjail run`,
+`<request id>/<workflow run id>/…` for a Temporal execution, so a retried attempt overwrites
+its own files and two executions never share any."""
 
 from __future__ import annotations
 
@@ -10,7 +14,14 @@ from worker.storage.local import LocalStore
 if TYPE_CHECKING:
     from worker.settings import Settings
 
-__all__ = ["ArtifactStore", "LocalStore", "StorageError", "check_key", "make_store"]
+__all__ = [
+    "ArtifactStore",
+    "LocalStore",
+    "StorageError",
+    "check_key",
+    "describe_store",
+    "make_store",
+]
 
 
 def make_store(settings: Settings) -> ArtifactStore:
@@ -33,3 +44,18 @@ def make_store(settings: Settings) -> ArtifactStore:
         region=cfg.s3_region,
         url_ttl_s=cfg.s3_url_ttl_s,
     )
+
+
+def describe_store(settings: Settings) -> dict[str, str]:
+    """Where a worker with these settings stores results (for its start line): the kind and
+    the directory, or the bucket, prefix and endpoint. Never a credential."""
+    cfg = settings.store
+    if cfg.kind == "local":
+        return {"kind": "local", "root": str(settings.paths.artifacts_root)}
+    return {
+        "kind": "s3",
+        "bucket": cfg.s3_bucket or "",
+        "prefix": cfg.s3_prefix,
+        "endpoint": cfg.s3_endpoint_url or "AWS",
+        "region": cfg.s3_region,
+    }

@@ -1,12 +1,19 @@
-"""A directory as artifact store; URLs are file:// URLs."""
+"""A directory as artifact store; URLs (and lasting URIs) are file:// URLs."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 
-from worker.storage.base import StorageError, check_key
+from worker.storage.base import (
+    NotSupported,
+    ObjectNotFound,
+    ObjectTooLarge,
+    StorageError,
+    check_key,
+)
 
 
 class LocalStore:
@@ -18,6 +25,37 @@ class LocalStore:
 
     def url(self, key: str) -> str:
         return self._target(key).as_uri()
+
+    def uri(self, key: str) -> str:
+        return self._target(key).as_uri()
+
+    def get_bytes(self, key: str, max_bytes: int) -> bytes:
+        """The file's bytes, at most `max_bytes`; never follows a link, never opens a FIFO."""
+        target = self._target(key)
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"there is no {target}") from None
+        except OSError as e:
+            raise StorageError(f"cannot read {target}: {e.strerror}") from e
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise StorageError(f"cannot read {target}: not a regular file")
+            if st.st_size > max_bytes:
+                raise ObjectTooLarge(
+                    f"refusing to read {target}: it is {st.st_size} bytes, more than the "
+                    f"{max_bytes} allowed"
+                )
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read(max_bytes + 1)
+        except OSError as e:
+            raise StorageError(f"cannot read {target}: {e.strerror}") from e
+        finally:
+            os.close(fd)
+        if len(data) > max_bytes:
+            raise ObjectTooLarge(f"refusing to read {target}: it grew past {max_bytes} bytes")
+        return data
 
     def put_file(self, key: str, path: Path, content_type: str) -> str:
         target = self._target(key)
@@ -43,7 +81,7 @@ class LocalStore:
 
     def read_uri(self, uri: str, max_bytes: int) -> bytes:
         """A local store has no durable URIs of its own: `file://` sources are read by path."""
-        raise StorageError(
+        raise NotSupported(
             f"no S3 store is configured on this worker (it stores to {self.root}), so it "
             f"cannot read {uri[:200]}"
         )

@@ -156,6 +156,10 @@ class S3Store:
         credentials to read)."""
         return f"s3://{self.bucket}/{self._name(key)}"
 
+    def uri(self, key: str) -> str:
+        """The lasting reference of `key`: its `s3_uri`."""
+        return self.s3_uri(key)
+
     def url(self, key: str) -> str:
         """A presigned GET URL for `key`, valid for `url_ttl_s` seconds. Computed locally (no
         request); the object need not exist yet."""

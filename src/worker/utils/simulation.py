@@ -17,7 +17,7 @@ from typing import Any
 
 from common.models.simulation import Objectives, SimOptions, SimulationResult
 from worker.errors import Failed
-from worker.job.publish import publish
+from worker.job.publish import artifact_prefix, publish
 from worker.owners import mark_owner
 from worker.progress import ProgressFn
 from worker.settings import Settings
@@ -56,7 +56,7 @@ def simulate_local(
     try:
         t = time.monotonic()
         try:
-            geom = extract_geometry(component, parts)
+            geom = extract_geometry(component, parts, tessellation=options.tessellation)
             phases["build"] = time.monotonic() - t
             limits = settings.limits
             validate_geometry(
@@ -64,6 +64,7 @@ def simulate_local(
                 max_parts=limits.max_parts,
                 max_triangles=limits.max_triangles,
                 max_vertices=limits.max_vertices,
+                tessellation=options.tessellation,
             )
             geometry = workdir / "geometry.json"
             geometry.write_text(geom.model_dump_json())
@@ -80,6 +81,7 @@ def simulate_local(
         phases.update(outcome.metrics.get("phases_s", {}))
         return publish(
             request_id=request_id,
+            prefix=artifact_prefix(request_id),
             store=store,
             files_dir=out_dir,
             failure=outcome.failure,

@@ -349,7 +349,7 @@ def test_defaults() -> None:
     assert o.render is True
     assert (o.width, o.height) == (640, 480)
     assert o.fps == 30
-    assert o.controls == [] and o.stop_on_decision is False
+    assert o.controls == [] and o.stop_on_decision is False and o.full_video is False
     assert o.jitter.runs == 0
     assert o.limits == Limits()
     ob = Objectives()
@@ -468,6 +468,8 @@ def options(draw: st.DrawFn) -> dict[str, Any]:
         },
         "controls": controls,
         "stop_on_decision": draw(st.booleans()),
+        "tessellation": draw(st.sampled_from(["coarse", "normal", "fine"]) | st.floats(0.001, 10)),
+        "full_video": draw(st.booleans()),
         "limits": {
             "wall_s": draw(maybe_pos),
             "build_wall_s": draw(maybe_pos),
@@ -561,3 +563,32 @@ def test_result_json_round_trip(
         versions={"simjail": "0.1.0"},
     )
     assert SimulationResult.model_validate_json(res.model_dump_json()) == res
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_result_metrics_are_finite_so_its_json_is_plain_json(bad: float) -> None:
+    """The pydantic data converter writes a NaN as a bare `NaN` token, which JSON parsers of
+    other languages refuse: a result never holds one, however deep."""
+    assert_rejected(
+        SimulationResult,
+        {
+            "outcome": "SUCCESS",
+            "reason": "ok",
+            "metrics": {"parts": {"a": {"mass_kg": [1.0, bad]}}},
+        },
+        "metrics",
+        "metrics.parts.a.mass_kg.1 is not a finite number",
+    )
+
+
+def test_result_carries_lasting_uris_beside_the_urls() -> None:
+    res = SimulationResult.model_validate(
+        {
+            "outcome": "SUCCESS",
+            "reason": "ok",
+            "artifact_urls": {"result": "https://s3.example/b/r/run/result.json?X-Amz-Signature=1"},
+            "artifact_uris": {"result": "s3://b/r/run/result.json"},
+        }
+    )
+    assert SimulationResult.model_validate_json(res.model_dump_json()) == res
+    assert res.artifact_uris["result"] == "s3://b/r/run/result.json"

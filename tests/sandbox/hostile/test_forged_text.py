@@ -119,7 +119,7 @@ def test_a_builds_progress_frames_never_reach_the_caller(
         """
         from build123d import Box, Pos
         def build():
-            frame({"type": "progress", "phase": "store", "sim_time_s": 9.0, "fraction": 1.0})
+            frame({"type": "progress", "phase": "stored", "sim_time_s": 9.0, "fraction": 1.0})
             box = Pos(0, 0, 5) * Box(10, 10, 10)
             return box
         """
@@ -139,5 +139,6 @@ def test_a_builds_progress_frames_never_reach_the_caller(
         on_progress=seen.append,  # type: ignore[arg-type]
     )
     assert result.outcome == "SUCCESS", result.reason
-    assert "store" not in {p.phase for p in seen}
+    assert "stored" not in {p.phase for p in seen}  # a phase of its own: never relayed
+    assert all(p.sim_time_s != 9.0 for p in seen)
     assert seen[0].phase == "build" and seen[0].fraction == 0.0

@@ -212,7 +212,8 @@ def test_absurd_density_in_parts_is_invalid_geometry(run_design: RunDesign) -> N
     )
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "PARTS metadata is invalid at density: Input should be less than or equal to 30000"
+        "The design's build failed: «PARTS metadata is invalid at density: Input should be less "
+        "than or equal to 30000»"
     )
 
 
@@ -302,8 +303,9 @@ def test_forged_collinear_mesh_is_invalid_geometry(run_design: RunDesign) -> Non
     )
     assert r.failure == FailureKind.INVALID_GEOMETRY
     assert r.reason == (
-        "The geometry was rejected: part 'needle' claims a volume of 100 mm³ but its solids "
-        "enclose 0 mm³."
+        "The geometry was rejected: part 'needle': its CAD solid has a volume of 100 mm³ but its "
+        "mesh encloses 0 mm³, more than the tessellation can explain (±1 mm³); the solid is "
+        "probably not closed or intersects itself."
     )
 
 
@@ -340,3 +342,43 @@ def test_forged_enormous_inertia_is_invalid_geometry(run_design: RunDesign) -> N
     assert r.reason == (
         "The geometry was rejected: part 'cube' claims an inertia its solids cannot have."
     )
+
+
+def test_forged_sphere_claim_on_a_cube_is_invalid_geometry(run_design: RunDesign) -> None:
+    """A cube that claims to be the ball through its corners would roll as a ball: the claim is
+    checked against its mesh by the supervisor, and the mesh covers 37% of that sphere."""
+    r = run_design(
+        forged(
+            """
+            v, t = cube()
+            p = part("cube", v, t)
+            p["solids"][0]["primitive"] = {"kind": "sphere", "center": [5, 5, 5],
+                                           "size": [5 * 3 ** 0.5, 0, 0]}
+            send(p)
+            """
+        )
+    )
+    assert r.failure == FailureKind.INVALID_GEOMETRY
+    assert r.reason.startswith(
+        "The geometry was rejected: part 'cube' solid 0 is claimed to be a sphere but its mesh "
+        "is not one (it encloses 1000 mm³, the shape 2720.7 mm³)"
+    ), r.reason
+
+
+def test_honest_twin_a_forged_cube_with_its_true_box_claim_simulates(
+    run_design: RunDesign,
+) -> None:
+    r = run_design(
+        forged(
+            """
+            v, t = cube()
+            p = part("cube", v, t)
+            p["solids"][0]["primitive"] = {"kind": "box", "center": [5, 5, 5],
+                                           "size": [5, 5, 5]}
+            send(p)
+            """
+        ),
+        options={"duration_s": 0.2},
+    )
+    assert r.outcome == "SUCCESS", r.reason
+    assert r.metrics["collision"]["primitive"] == 1

@@ -157,8 +157,8 @@ def test_disk_fill_of_tmp_is_no_space_left(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     m = re.fullmatch(
-        r"OSError: \[Errno 28\] No space left on device after (\d+) MiB "
-        r"\(design.py, line 10, in build\)",
+        r"The design's build failed: «OSError: \[Errno 28\] No space left on device after "
+        r"(\d+) MiB \(design.py, line 10, in build\)»",
         r.reason,
     )
     assert m, r.reason
@@ -179,8 +179,8 @@ def test_inode_fill_of_tmp_is_no_space_left(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     m = re.fullmatch(
-        r"OSError: \[Errno 28\] No space left on device: '/tmp/f(\d+)' "
-        r"\(design.py, line 5, in build\)",
+        r"The design's build failed: «OSError: \[Errno 28\] No space left on device: "
+        r"'/tmp/f(\d+)' \(design.py, line 5, in build\)»",
         r.reason,
     )
     assert m, r.reason
@@ -202,8 +202,8 @@ def test_dev_shm_fill_is_no_space_left(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     m = re.fullmatch(
-        r"OSError: \[Errno 28\] No space left on device after (\d+) MiB "
-        r"\(design.py, line 9, in build\)",
+        r"The design's build failed: «OSError: \[Errno 28\] No space left on device after "
+        r"(\d+) MiB \(design.py, line 9, in build\)»",
         r.reason,
     )
     assert m, r.reason
@@ -263,8 +263,8 @@ def test_fd_exhaustion_is_too_many_open_files(run_design: RunDesign) -> None:
     )
     assert r.failure == FailureKind.USER_CODE_ERROR
     m = re.fullmatch(
-        r"OSError: \[Errno 24\] Too many open files after (\d+) files "
-        r"\(design.py, line 8, in build\)",
+        r"The design's build failed: «OSError: \[Errno 24\] Too many open files after (\d+) "
+        r"files \(design.py, line 8, in build\)»",
         r.reason,
     )
     assert m, r.reason
@@ -338,15 +338,18 @@ def test_hundreds_of_parts_is_geometry_limit(run_design: RunDesign, budget: Budg
         """  # noqa: E501
     )
     assert r.failure == FailureKind.GEOMETRY_LIMIT
-    assert r.reason == "The geometry was rejected: build() returned more than 200 parts, the cap."
+    assert r.reason == (
+        "The design's build failed: «The geometry was rejected: build() returned more than 200 "
+        "parts, the cap.»"
+    )
     assert build_resources(r)["cpu_s"] < budget.cpu_s - 0.1
 
 
 def test_finely_tessellated_part_is_geometry_limit(run_design: RunDesign) -> None:
-    """One part made of eight spherical solids (6944 triangles) against a triangle cap the
-    request tightened to 5000: the build child stops tessellating at the cap. (The default cap,
-    200 000 triangles, cannot be reached by real tessellation within this suite's 4 s CPU
-    budget: build123d copies vertices in a Python loop, ~12 µs per triangle.)"""
+    """One part made of eight spherical solids (1492 triangles each) against a triangle cap the
+    request tightened to 5000: the build child counts each solid's triangles before copying
+    them out and stops at the solid that passes the cap. (The default cap, 200 000 triangles,
+    cannot be reached by real tessellation within this suite's 4 s CPU budget.)"""
     r = run_design(
         """
         from build123d import Compound, Pos, Sphere
@@ -359,7 +362,9 @@ def test_finely_tessellated_part_is_geometry_limit(run_design: RunDesign) -> Non
     )
     assert r.failure == FailureKind.GEOMETRY_LIMIT
     assert r.reason == (
-        "The geometry was rejected: build() returned more than 5000 triangles, the cap."
+        "The design's build failed: «The geometry was rejected: part 'grapes' takes the scene "
+        "past the cap of 5000 triangles (the part has 5968 so far at this tessellation); choose "
+        "a coarser `tessellation` in the options.»"
     )
 
 

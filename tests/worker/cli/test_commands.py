@@ -227,6 +227,63 @@ def test_fail_text_exits_1_with_a_readable_verdict(runs: dict[str, Run]) -> None
         "FAIL (USER_CODE_ERROR): The design's build failed: «ZeroDivisionError: division by zero"
     )
     assert "report" in run.stdout
+    assert "\x1b" not in run.stdout + run.stderr  # not a terminal: no colour, no bar
+    # Plain progress lines on stderr, one per phase the job went through (a build that fails
+    # goes straight to storing its result).
+    phases = [ln for ln in run.stderr.splitlines() if ln.startswith("[")]
+    assert phases == ["[1/5] build", "[5/5] store"]
+
+
+@pytest.mark.slow
+def test_json_output_has_no_progress_lines(runs: dict[str, Run]) -> None:
+    run = runs["success-json"]
+    assert not [ln for ln in run.stderr.splitlines() if ln.startswith("[")]
+
+
+@pytest.mark.slow
+def test_on_a_terminal_run_shows_a_progress_bar_and_a_coloured_summary(
+    jail_tmp: Callable[[str], Path],
+) -> None:
+    """A real pseudo-terminal: stdout and stderr are a tty, as for a person."""
+    import pty
+    import select
+
+    root = jail_tmp("cli-pty")
+    (root / "tmp").mkdir()
+    design = root / "drop.py"
+    design.write_text(textwrap.dedent(FILES["drop.py"]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMJAIL_")}
+    env.update(TMPDIR=str(root / "tmp"), XDG_DATA_HOME=str(root / "data"), TERM="xterm")
+    env.pop("NO_COLOR", None)
+    argv = [str(SIMJAIL), "run", str(design), "--duration", "1", "--out", str(root / "out")]
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        argv, stdin=follower, stdout=follower, stderr=follower, env=env, cwd=root
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], 300)
+        if not ready:
+            proc.kill()
+            pytest.fail("simjail run hung on a terminal")
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other end is closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode()
+    for n, phase in enumerate(("build", "compile", "simulate", "render", "store"), 1):
+        assert f"{n}/5 {phase}" in screen  # the bar went through every phase
+    assert "\u2588" in screen and "\r\x1b[2K" in screen  # drawn in place
+    assert "\x1b[1;32mSUCCESS\x1b[0m: The simulation ran 1.00 s and stayed stable." in screen
+    for name in ("report.html", "poster.png", "contact.png", "video.mp4", "plots.svg"):
+        assert name in screen
+    assert '"event"' not in screen  # no log lines in the way of the bar
 
 
 @pytest.mark.slow

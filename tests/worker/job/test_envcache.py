@@ -51,21 +51,29 @@ def cache(tmp_path: Path) -> EnvCache:
     return EnvCache(tmp_path / "env-cache", 1 << 20)
 
 
-def test_a_changed_byte_of_the_source_name_or_policy_changes_the_key(cache: EnvCache) -> None:
-    base = cache.key(Source("environment", code=ENV), "sha256:aa")
-    assert base == cache.key(Source("environment", code=ENV), "sha256:aa")
+def test_a_changed_byte_of_the_source_name_policy_or_tessellation_changes_the_key(
+    cache: EnvCache,
+) -> None:
+    base = cache.key(Source("environment", code=ENV), "sha256:aa", "normal")
+    assert base == cache.key(Source("environment", code=ENV), "sha256:aa", "normal")
     changed = {
-        cache.key(Source("environment", code=ENV.replace("400,", "401,", 1)), "sha256:aa"),
-        cache.key(Source("environment", code=ENV + " "), "sha256:aa"),
-        cache.key(Source("environment", code=ENV), "sha256:ab"),
-        cache.key(Source("environment", step=ENV.encode()), "sha256:aa"),  # environment.step
-        cache.key(Source("design", code=ENV), "sha256:aa"),  # design.py
+        cache.key(
+            Source("environment", code=ENV.replace("400,", "401,", 1)), "sha256:aa", "normal"
+        ),
+        cache.key(Source("environment", code=ENV + " "), "sha256:aa", "normal"),
+        cache.key(Source("environment", code=ENV), "sha256:ab", "normal"),
+        cache.key(
+            Source("environment", step=ENV.encode()), "sha256:aa", "normal"
+        ),  # environment.step
+        cache.key(Source("design", code=ENV), "sha256:aa", "normal"),  # design.py
+        cache.key(Source("environment", code=ENV), "sha256:aa", "fine"),  # tessellation
+        cache.key(Source("environment", code=ENV), "sha256:aa", 0.5),
     }
-    assert base not in changed and len(changed) == 5
+    assert base not in changed and len(changed) == 7
 
 
 def test_what_was_put_comes_back_equal(cache: EnvCache) -> None:
-    key = cache.key(Source("environment", code=ENV), "sha256:aa")
+    key = cache.key(Source("environment", code=ENV), "sha256:aa", "normal")
     assert cache.get(key, CAPS) is None
     cache.put(key, geometry())
     assert cache.get(key, CAPS) == geometry()
@@ -87,7 +95,7 @@ def test_what_was_put_comes_back_equal(cache: EnvCache) -> None:
 def test_an_entry_that_is_not_a_valid_build_result_is_refused_and_removed(
     cache: EnvCache, body: bytes
 ) -> None:
-    key = cache.key(Source("environment", code=ENV), "sha256:aa")
+    key = cache.key(Source("environment", code=ENV), "sha256:aa", "normal")
     cache.put(key, geometry())
     (cache.root / f"{key}.json").write_bytes(body)
     assert cache.get(key, CAPS) is None
@@ -95,14 +103,14 @@ def test_an_entry_that_is_not_a_valid_build_result_is_refused_and_removed(
 
 
 def test_an_entry_over_the_frame_cap_is_refused(cache: EnvCache) -> None:
-    key = cache.key(Source("environment", code=ENV), "sha256:aa")
+    key = cache.key(Source("environment", code=ENV), "sha256:aa", "normal")
     cache.put(key, geometry())
     assert cache.get(key, FrameCaps(frame_bytes=100, total_bytes=200, values=1000)) is None
     assert not (cache.root / f"{key}.json").exists()
 
 
 def test_a_link_in_the_cache_is_never_followed(cache: EnvCache, tmp_path: Path) -> None:
-    key = cache.key(Source("environment", code=ENV), "sha256:aa")
+    key = cache.key(Source("environment", code=ENV), "sha256:aa", "normal")
     cache.root.mkdir(parents=True)
     target = tmp_path / "elsewhere.json"
     target.write_bytes(encode(ResultFrame(payload=geometry().model_dump(mode="json")))[4:])
@@ -114,7 +122,7 @@ def test_a_link_in_the_cache_is_never_followed(cache: EnvCache, tmp_path: Path) 
 def test_the_cache_is_bounded_least_recently_used_first(tmp_path: Path) -> None:
     one = len(encode(ResultFrame(payload=geometry().model_dump(mode="json")))) - 4
     cache = EnvCache(tmp_path / "c", 2 * one + one // 2)  # room for two entries
-    keys = [cache.key(Source("environment", code=f"{ENV}# {i}\n"), "d") for i in range(3)]
+    keys = [cache.key(Source("environment", code=f"{ENV}# {i}\n"), "d", "normal") for i in range(3)]
     cache.put(keys[0], geometry())
     cache.put(keys[1], geometry())
     old = (cache.root / f"{keys[1]}.json").stat().st_mtime - 10

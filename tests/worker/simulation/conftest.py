@@ -20,8 +20,8 @@ def make_scene(
 ) -> tuple[Scene, Objectives, SimOptions]:
     obj = Objectives.model_validate(objectives or {})
     opt = SimOptions.model_validate({"render": False, **(options or {})})
-    geom = extract_geometry(shapes, parts)
-    validate_geometry(geom)
+    geom = extract_geometry(shapes, parts, tessellation=opt.tessellation)
+    validate_geometry(geom, tessellation=opt.tessellation)
     return build_scene(geom, obj, opt), obj, opt
 
 

@@ -191,7 +191,9 @@ def test_triangle_count_matches_the_decoded_mesh() -> None:
 
 def test_a_claimed_volume_unlike_the_mesh_is_invalid() -> None:
     """Mass follows the claimed volume; a forged build frame could make a part 1000× lighter."""
-    with pytest.raises(Failed, match="claims a volume of 10 mm³ but its solids enclose 1000"):
+    with pytest.raises(
+        Failed, match="its CAD solid has a volume of 10 mm³ but its mesh encloses 1000 mm³"
+    ):
         small = CUBE_I / 100
         validate_geometry(
             Geometry(parts=[part(volume_mm3=10.0, inertia_mm5=(small, small, small, 0, 0, 0))])
@@ -200,7 +202,9 @@ def test_a_claimed_volume_unlike_the_mesh_is_invalid() -> None:
 
 def test_a_claimed_centre_of_mass_inside_the_box_but_off_the_mesh_is_invalid() -> None:
     """Within its own bounding box a forger could still move the point the goal rule follows."""
-    with pytest.raises(Failed, match="centre of mass away from the centre of its solids"):
+    with pytest.raises(
+        Failed, match=r"the centre of mass of its CAD solid is .* mm from that of its mesh"
+    ):
         validate_geometry(Geometry(parts=[part(com_mm=(9.0, 5.0, 5.0))]))
 
 

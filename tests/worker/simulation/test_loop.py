@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import mujoco
@@ -169,3 +170,92 @@ def test_max_normal_force_matches_mj_contact_force(bd: Any, scene_of: Any) -> No
             assert max_normal_force(m, d) == pytest.approx(expected, rel=1e-9, abs=1e-12)
             checked += 1
     assert checked > 100
+
+
+# --- the decisive moment and the video's end ------------------------------------------------
+
+FORBID_PIT = {"name": "pit", "kind": "forbid", "min": [-100, -100, 0], "max": [100, 100, 5]}
+
+
+def falling_block(bd: Any) -> Any:
+    block = bd.Pos(0, 0, 200) * bd.Box(40, 40, 40)
+    block.label = "block"
+    return block
+
+
+def test_frames_end_one_second_after_the_decision_and_the_run_goes_on(
+    bd: Any, scene_of: Any
+) -> None:
+    """The block touches the pit at ~0.17 s: frames up to 1 s later, the simulation to 3 s."""
+    from worker.simulation.loop import VIDEO_TAIL_S
+
+    scene, obj, opt = scene_of(
+        falling_block(bd),
+        objectives={"zones": [FORBID_PIT]},
+        options={"duration_s": 3.0, "fps": 30, "render": True},
+    )
+    times: list[float] = []
+    decided: list[tuple[float, tuple[str, ...]]] = []
+    ended: list[float] = []
+    s = SimulationLoop(
+        scene,
+        obj,
+        opt,
+        on_frame=lambda d: times.append(float(d.time)),
+        on_decision=lambda d, dec: decided.append((float(d.time), dec.culprits)),
+        on_end=lambda d, dec: ended.append(float(d.time)),
+    ).run()
+    assert s.kind == FailureKind.FORBID_ZONE_HIT and s.decided_at_s is not None
+    assert decided == [(pytest.approx(s.decided_at_s), ("block",))]  # once, at the decision
+    assert ended == [pytest.approx(3.0)] and s.sim_time_s == pytest.approx(3.0)
+    last = math.floor((s.decided_at_s + VIDEO_TAIL_S) * 30 + 1e-9)
+    assert s.frames == len(times) == last + 1
+    assert times[-1] <= s.decided_at_s + VIDEO_TAIL_S + opt.timestep_s
+
+
+def test_full_video_keeps_every_frame_and_changes_nothing_else(bd: Any, scene_of: Any) -> None:
+    def one(full: bool) -> Any:
+        scene, obj, opt = scene_of(
+            falling_block(bd),
+            objectives={"zones": [FORBID_PIT]},
+            options={"duration_s": 3.0, "fps": 30, "render": True, "full_video": full},
+        )
+        return SimulationLoop(scene, obj, opt, on_frame=lambda d: None).run()
+
+    short, full = one(False), one(True)
+    assert full.frames == 90 and short.frames < 60
+    for key in ("failure", "reason", "decided_at_s", "sim_time_s", "steps", "parts", "energy_j"):
+        assert getattr(short, key) == getattr(full, key), key
+    assert short.max_contact_force_n == full.max_contact_force_n
+
+
+def test_a_decision_only_the_end_can_make_is_announced_at_the_end(bd: Any, scene_of: Any) -> None:
+    scene, obj, opt = scene_of(falling_block(bd), options={"duration_s": 0.5})
+    decided: list[float] = []
+    s = SimulationLoop(
+        scene, obj, opt, on_decision=lambda d, dec: decided.append(float(d.time))
+    ).run()
+    assert s.failure is None and decided == [pytest.approx(0.5)]
+
+
+def test_series_are_sampled_at_each_check_and_stay_bounded(bd: Any, scene_of: Any) -> None:
+    from worker.simulation.series import MAX_POINTS
+
+    goal = {"name": "pad", "kind": "goal", "min": [-60, -60, 0], "max": [60, 60, 60]}
+    scene, obj, opt = scene_of(
+        falling_block(bd),
+        objectives={"target": "block", "zones": [goal], "goal_hold_s": 0.5},
+        options={"duration_s": 20.0},
+    )
+    s = SimulationLoop(scene, obj, opt).run()
+    series = s.series
+    assert series is not None and 0 < len(series.t) <= MAX_POINTS + 2
+    assert series.t[0] == 0.0 and series.t[-1] == pytest.approx(20.0)
+    (dist,) = [v for c, v in series.group("goal")]
+    assert dist[0] == pytest.approx(200 - 60)  # centre of mass at z 200, the pad's top at 60
+    assert dist[-1] == 0.0
+    (speed,) = [v for c, v in series.group("speed")]
+    # The peak survives decimation (1 row in 4 here): the speed just before landing, after a
+    # 180 mm fall, √(2·g·0.18 m) ≈ 1.88 m/s (less its last 10 ms mean).
+    assert speed.max() == pytest.approx(s.parts["block"]["max_speed_mm_s"], rel=1e-6)
+    assert 1700 < speed.max() < 1900

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from common.models.simulation import FailureKind
 from worker.simulation.loop import RunSummary, SimulationLoop
 
@@ -174,3 +176,185 @@ def test_first_decisive_event_wins_and_stop_on_decision_ends_the_run(
 def test_without_objectives_a_stable_run_is_success(bd: Any, scene_of: Any) -> None:
     s = run(scene_of, dropped_block(bd), options={"duration_s": 0.5})
     assert s.failure is None and "stable" in s.reason
+
+
+# --- a blow-up is never "stable" -------------------------------------------------------------
+
+
+def _spun_disc(bd: Any, torque: float) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """A 1 g disc on a vertical hinge through its centre, driven by a motor: its centre of mass
+    never moves, whatever it does."""
+    disc = bd.Pos(0, 0, 200) * bd.Cylinder(20, 2)
+    disc.label = "disc"
+    disc.material = None
+    parts = {
+        "disc": {
+            "density": 1000,
+            "joint": {
+                "type": "hinge",
+                "axis": [0, 0, 1],
+                "actuator": {"kind": "motor", "force_limit": 1e6},
+            },
+        }
+    }
+    controls = [{"actuator": "disc", "kind": "constant", "value": torque}]
+    return disc, parts, {"duration_s": 1, "controls": controls}
+
+
+def test_a_hinge_spinning_beyond_the_bound_is_instability_though_its_com_is_still(
+    bd: Any, scene_of: Any
+) -> None:
+    """I = m r²/2 = 2.5e-3 kg·(0.02 m)²/2: 10 N·m spins it to ~2e7 rad/s in 1 s. The centre of
+    mass never moves; the old check (centre-of-mass speed only) called this stable."""
+    disc, parts, options = _spun_disc(bd, 10.0)
+    s = run(scene_of, disc, parts=parts, options=options)
+    assert s.kind == FailureKind.PHYSICS_INSTABILITY
+    assert s.reason.startswith("Part 'disc' spun at "), s.reason
+    assert s.parts["disc"]["max_speed_mm_s"] < 1.0
+
+
+def test_honest_twin_a_slowly_driven_hinge_is_stable(bd: Any, scene_of: Any) -> None:
+    """1e-6 N·m: α = 2 rad/s², 2 rad/s after 1 s."""
+    disc, parts, options = _spun_disc(bd, 1e-6)
+    s = run(scene_of, disc, parts=parts, options=options)
+    assert s.failure is None, s.reason
+
+
+def _pressed_bar(bd: Any, torque: float) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """A bar hinged at one end 100 mm from where it rests on a fixed block; a motor presses
+    it down, so the contact holds torque / 0.1 m in static equilibrium."""
+    bar = bd.Pos(50, 0, 105) * bd.Box(120, 20, 10)
+    bar.label = "bar"
+    block = bd.Pos(100, 0, 50) * bd.Box(20, 40, 99.8)
+    block.label = "block"
+    parts = {
+        "block": {"fixed": True},
+        "bar": {
+            "joint": {
+                "type": "hinge",
+                "axis": [0, 1, 0],  # positive turns +x towards −z: presses the bar down
+                "anchor": [0, 0, 105],
+                "damping": 1.0,
+                "actuator": {"kind": "motor", "force_limit": 1e7},
+            }
+        },
+    }
+    controls = [{"actuator": "bar", "kind": "constant", "value": torque}]
+    return [bar, block], parts, {"duration_s": 0.5, "controls": controls}
+
+
+def test_a_contact_force_beyond_the_bound_is_instability(bd: Any, scene_of: Any) -> None:
+    """The rule itself, on the pressed bar's scene: a state whose largest contact force is
+    beyond MAX_CONTACT_FORCE_N (a solver that diverged inside a jam, as two gears on hinges
+    did with 3.9e15 N) is PHYSICS_INSTABILITY, one just below it is not. (A real motor that
+    strong breaks through the block first and fails on its spin instead.)"""
+    import mujoco
+
+    from worker.simulation.objectives import MAX_CONTACT_FORCE_N, Verdict
+
+    shapes, parts, options = _pressed_bar(bd, 2e3)
+    scene, obj, _ = scene_of(shapes, parts=parts, options=options)
+    d = mujoco.MjData(scene.model)
+    mujoco.mj_forward(scene.model, d)
+    below = Verdict(scene, obj).update(scene.model, d, 0.01, 0.99 * MAX_CONTACT_FORCE_N)
+    assert below is None
+    beyond = Verdict(scene, obj).update(scene.model, d, 0.01, 3.9e15)
+    assert beyond is not None and beyond.failure is not None
+    assert beyond.failure.kind == FailureKind.PHYSICS_INSTABILITY
+    assert beyond.reason == (
+        "A contact force reached 3.9e+15 N at t=0.00 s (bound 1e+06 N): parts are jammed into "
+        "each other and the solver diverged."
+    )
+
+
+def test_honest_twin_a_bar_pressed_within_the_bound_is_stable(bd: Any, scene_of: Any) -> None:
+    shapes, parts, options = _pressed_bar(bd, 2e3)  # 20 kN on the block
+    s = run(scene_of, shapes, parts=parts, options=options)
+    assert s.failure is None, s.reason
+    assert 1e3 < s.max_contact_force_n < 1e6  # 20 kN shared by up to 4 contact points
+
+
+def _grid_of_blocks(bd: Any) -> list[Any]:
+    blocks = []
+    for i in range(6):
+        for j in range(6):
+            b = bd.Pos(60 * i, 60 * j, 20.2) * bd.Box(40, 40, 40)
+            b.label = f"b{i}{j}"
+            blocks.append(b)
+    return blocks
+
+
+def test_a_contact_arena_overflow_is_instability(bd: Any, scene_of: Any, monkeypatch: Any) -> None:
+    """When MuJoCo's arena is full it drops contacts for the step and only a warning counter
+    says so (parts then fall through each other): that run is invalid, never "stable"."""
+    from worker.simulation import builder
+
+    monkeypatch.setattr(builder, "arena_bytes", lambda geoms, dofs: 40_000)
+    s = run(scene_of, _grid_of_blocks(bd), options={"duration_s": 0.5})
+    assert s.kind == FailureKind.PHYSICS_INSTABILITY
+    assert s.reason.startswith("The simulation is invalid at t="), s.reason
+    assert "MuJoCo dropped contacts" in s.reason and "mjWARN_CONTACTFULL" in s.reason
+
+
+def test_honest_twin_the_arena_is_sized_for_the_scene(bd: Any, scene_of: Any) -> None:
+    s = run(scene_of, _grid_of_blocks(bd), options={"duration_s": 0.5})
+    assert s.failure is None, s.reason
+    assert s.warnings == {}
+
+
+# --- who is to blame, and which rules fired -------------------------------------------------
+
+
+def test_each_decision_names_its_culprit(bd: Any, scene_of: Any) -> None:
+    pit = {"name": "pit", "kind": "forbid", "min": [-100, -100, 0], "max": [100, 100, 5]}
+    bounds = {"min": [-500, -500, 100], "max": [500, 500, 1000]}
+    hit = run(scene_of, dropped_block(bd), objectives={"zones": [pit]}, options={"duration_s": 1})
+    out = run(scene_of, dropped_block(bd), objectives={"bounds": bounds}, options={"duration_s": 1})
+    held = run(
+        scene_of,
+        dropped_block(bd),
+        objectives={"target": "block", "zones": [GOAL], "goal_hold_s": 0.2},
+        options={"duration_s": 1},
+    )
+    stable = run(scene_of, dropped_block(bd), options={"duration_s": 0.2})
+    assert (hit.kind, hit.culprits) == (FailureKind.FORBID_ZONE_HIT, ("block",))
+    assert (out.kind, out.culprits) == (FailureKind.OUT_OF_BOUNDS, ("block",))
+    assert (held.kind, held.culprits) == (None, ("block",))
+    assert (stable.kind, stable.culprits) == (None, ())
+
+
+def test_interpenetration_blames_both_parts(bd: Any, scene_of: Any) -> None:
+    a = bd.Pos(0, 0, 100) * bd.Box(40, 40, 40)
+    a.label = "a"
+    b = bd.Pos(20, 0, 100) * bd.Box(40, 40, 40)
+    b.label = "b"
+    s = run(scene_of, [a, b], options={"duration_s": 0.1})
+    assert s.kind == FailureKind.INITIAL_PENETRATION and sorted(s.culprits) == ["a", "b"]
+
+
+def test_rules_that_fire_after_the_decision_are_logged_as_not_counted(
+    bd: Any, scene_of: Any
+) -> None:
+    """Through the pit into the goal below it: the forbid zone decides at ~0.15 s, the goal is
+    held later, which the log shows but the verdict ignores."""
+    pit = {"name": "pit", "kind": "forbid", "min": [-100, -100, 80], "max": [100, 100, 90]}
+    s = run(
+        scene_of,
+        dropped_block(bd),
+        objectives={"target": "block", "zones": [GOAL, pit], "goal_hold_s": 0.2},
+        options={"duration_s": 1},
+    )
+    assert s.kind == FailureKind.FORBID_ZONE_HIT
+    assert [(e["rule"], e["parts"], e["decisive"]) for e in s.events] == [
+        ("FORBID_ZONE_HIT", ["block"], True),
+        ("GOAL_HELD", ["block"], False),
+    ]
+    assert s.decided_at_s is not None
+    assert s.events[0]["t_s"] == pytest.approx(s.decided_at_s) and s.events[1]["t_s"] > 0.3
+    assert "'pit'" in s.events[0]["reason"] and s.events[1]["reason"].startswith("Part 'block'")
+
+
+def test_a_rule_firing_at_every_check_is_logged_once(bd: Any, scene_of: Any) -> None:
+    bounds = {"min": [-500, -500, 100], "max": [500, 500, 1000]}
+    s = run(scene_of, dropped_block(bd), objectives={"bounds": bounds}, options={"duration_s": 1})
+    assert [e["rule"] for e in s.events] == ["OUT_OF_BOUNDS"]  # it fired ~85 times

@@ -39,6 +39,173 @@ def test_no_render_writes_no_video(bd: Any, tmp_path: Path) -> None:
     out = run_physics(
         extract_geometry(box), Objectives(), SimOptions(duration_s=0.5, render=False), tmp_path
     )
-    assert "video" not in out.files and not (tmp_path / "video.mp4").exists()
-    assert out.metrics["phases_s"]["render"] == 0.0
+    # Nothing drawn with GL; the plots are text and come anyway.
+    assert set(out.files) == {"mjcf", "plots"}
+    assert not any((tmp_path / f).exists() for f in ("video.mp4", "poster.png", "contact.png"))
+    assert (tmp_path / "plots.svg").read_text().startswith("<svg ")
     assert (tmp_path / "model.xml").read_text().startswith("<mujoco")
+
+
+# --- the decisive moment, the marks, the contact sheet -----------------------------------------
+
+PIT = {"name": "pit", "kind": "forbid", "min": [-100, -100, 0], "max": [100, 100, 5]}
+
+
+def read_png(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def magenta(rgb: np.ndarray) -> int:
+    """Pixels of the highlight's magenta (render.HIGHLIGHT_RGB, lit and shaded)."""
+    r, g, b = (rgb[..., i].astype(int) for i in range(3))
+    return int(((r > 120) & (b > 0.6 * r) & (g < 0.45 * r)).sum())
+
+
+def same_picture(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to MuJoCo's own jitter on llvmpipe: the first frame of a GL context, or one
+    right after an orthographic view, differs from an identical frame by at most 2 levels."""
+    return a.shape == b.shape and int(np.abs(a.astype(int) - b).max()) <= 3
+
+
+def dropped(bd: Any, z: float = 200) -> Any:
+    box = bd.Pos(0, 0, z) * bd.Box(50, 50, 50)
+    box.label = "box"
+    return box
+
+
+def test_poster_is_the_decisive_moment_and_the_last_frame_the_end(bd: Any, tmp_path: Path) -> None:
+    obj = Objectives.model_validate({"zones": [PIT]})
+    opts = SimOptions(duration_s=3.0, width=320, height=240)
+    out = run_physics(extract_geometry(dropped(bd)), obj, opts, tmp_path)
+    (decided,) = [r["decided_at_s"] for r in out.metrics["runs"]]
+    assert out.failure is not None and out.failure.kind.value == "FORBID_ZONE_HIT"
+    assert set(out.files) == {"mjcf", "video", "poster", "contact_sheet", "last_frame", "plots"}
+    poster, last = read_png(tmp_path / "poster.png"), read_png(tmp_path / "last.png")
+    assert poster.shape == last.shape == (240, 320, 3)
+    # The box falls 150 mm in ~0.17 s: at the decision it is still moving, at the end it rests.
+    assert 0.1 < decided < 0.3 and not same_picture(poster, last)
+    assert magenta(poster) > 200 and magenta(last) > 200  # the culprit is highlighted in both
+    with av.open(str(tmp_path / "video.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    # The video ends 1 s after the decision; its first frame is before it (nothing highlighted).
+    assert len(frames) == out.metrics["frames"] == int((decided + 1.0) * 30) + 1
+    assert magenta(frames[0]) < 20 < 200 < magenta(frames[-1])
+
+
+def test_contact_sheet_shows_four_views_of_the_decisive_moment(bd: Any, tmp_path: Path) -> None:
+    # Off-centre and longer along x than y, so that front, side and top all look different.
+    pit = {"name": "pit", "kind": "forbid", "min": [-200, -60, 0], "max": [100, 60, 5]}
+    box = bd.Pos(-60, 0, 200) * bd.Box(80, 40, 60)
+    box.label = "box"
+    obj = Objectives.model_validate({"zones": [pit]})
+    opts = SimOptions(duration_s=1.0, width=320, height=240)
+    run_physics(extract_geometry(box), obj, opts, tmp_path)
+    sheet = read_png(tmp_path / "contact.png")
+    assert sheet.shape == (2 * 240 + 2, 2 * 320 + 2, 3)
+    panels = [sheet[:240, :320], sheet[:240, 322:], sheet[242:, :320], sheet[242:, 322:]]
+    for p in panels:
+        assert p.std() > 10  # a picture, not a blank panel
+        assert magenta(p) > 50  # the culprit, highlighted in every view
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert np.abs(panels[i].astype(int) - panels[j].astype(int)).mean() > 5
+
+
+def test_same_request_same_images(bd: Any, tmp_path: Path) -> None:
+    obj = Objectives.model_validate({"zones": [PIT]})
+    opts = SimOptions(duration_s=1.0, width=320, height=240)
+    names = ("poster.png", "contact.png", "last.png", "plots.svg")
+    got = []
+    for k in range(2):
+        d = tmp_path / str(k)
+        d.mkdir()
+        run_physics(extract_geometry(dropped(bd)), obj, opts, d)
+        got.append([(d / n).read_bytes() for n in names])
+    assert got[0] == got[1]
+
+
+def test_a_failing_perturbed_run_gives_the_poster(bd: Any, tmp_path: Path) -> None:
+    """A box at rest 2 mm from a forbid zone passes; shifted by up to 10 mm it fails. The poster
+    is then the perturbed run's decisive moment, no longer the nominal run's end (last.png)."""
+    wall = {"name": "wall", "kind": "forbid", "min": [27, -100, 0], "max": [200, 100, 200]}
+    obj = Objectives.model_validate({"zones": [wall]})
+    box = dropped(bd, z=26)
+    same = run_physics(
+        extract_geometry(box), obj, SimOptions(duration_s=0.5, width=160, height=120), tmp_path
+    )
+    assert same.failure is None
+    assert same_picture(read_png(tmp_path / "poster.png"), read_png(tmp_path / "last.png"))
+    jittered = SimOptions.model_validate(
+        {"duration_s": 0.5, "width": 160, "height": 120, "jitter": {"runs": 3, "position_mm": 10}}
+    )
+    j = tmp_path / "j"
+    j.mkdir()
+    out = run_physics(extract_geometry(box), obj, jittered, j)
+    assert out.failure is not None and out.reason.startswith("Perturbed run ")
+    assert not same_picture(read_png(j / "poster.png"), read_png(j / "last.png"))
+
+
+def test_zones_are_drawn_by_kind(bd: Any, tmp_path: Path) -> None:
+    """Each kind's opaque outline colour (builder.ZONE_RGBA) appears where its zone is."""
+    from worker.simulation.builder import ZONE_RGBA
+
+    zones = [
+        {"name": "g", "kind": "goal", "min": [-300, -100, 0], "max": [-150, 100, 100]},
+        PIT,
+        {"name": "b", "kind": "build", "min": [150, -100, 0], "max": [300, 100, 100]},
+    ]
+    obj = Objectives.model_validate({"target": "box", "zones": zones})
+    run_physics(
+        extract_geometry(dropped(bd)), obj, SimOptions(duration_s=0.2, render=True), tmp_path
+    )
+    poster = read_png(tmp_path / "poster.png").astype(int)
+    for kind in ("goal", "forbid", "build"):
+        target = np.array(ZONE_RGBA[kind][:3]) * 255
+        near = (np.abs(poster - target) < 40).all(axis=-1).sum()
+        assert near > 100, kind
+
+
+def test_a_diverged_run_is_rendered_and_keeps_its_verdict(bd: Any, tmp_path: Path) -> None:
+    """NaN in the state at the decision: the pictures are drawn all the same and the verdict
+    stays PHYSICS_INSTABILITY (a picture never turns a verdict into a crash)."""
+    slider = bd.Pos(0, 0, 100) * bd.Box(10, 10, 1)
+    slider.label = "slider"
+    parts = {
+        "slider": {
+            "joint": {
+                "type": "slide",
+                "axis": [1, 0, 0],
+                "actuator": {"kind": "motor", "force_limit": 1e7},
+            }
+        }
+    }
+    opts = SimOptions.model_validate(
+        {
+            "duration_s": 0.5,
+            "width": 160,
+            "height": 120,
+            "controls": [{"actuator": "slider", "kind": "constant", "value": 1e7}],
+        }
+    )
+    out = run_physics(extract_geometry(slider, parts), Objectives(), opts, tmp_path)
+    assert out.failure is not None and out.failure.kind.value == "PHYSICS_INSTABILITY"
+    assert {"poster", "contact_sheet", "last_frame", "plots"} <= set(out.files)
+    assert read_png(tmp_path / "contact.png").shape == (2 * 120 + 2, 2 * 160 + 2, 3)
+
+
+def test_a_state_of_nan_is_drawn_without_an_error(bd: Any, scene_of: Any) -> None:
+    """What a diverged run can leave in MjData: every view, with the culprit highlighted."""
+    import mujoco
+
+    from worker.simulation.render import Banner, Marks, Renderer
+
+    scene, obj, _ = scene_of(dropped(bd), objectives={"zones": [PIT]})
+    d = mujoco.MjData(scene.model)
+    d.qpos[:] = np.nan
+    mujoco.mj_forward(scene.model, d)
+    assert not np.isfinite(d.xipos[scene.parts["box"].body_id]).any()
+    marks = Marks(Banner("PHYSICS_INSTABILITY", 0.01, ("box",)))
+    with Renderer(scene, obj, 160, 120) as r:
+        assert r.render(d, marks=marks).shape == (120, 160, 3)
+        assert r.contact_sheet(d, marks).shape == (242, 322, 3)

@@ -1,4 +1,5 @@
-"""LocalStore: keys stay inside the root, writes are atomic overwrites, URLs are file://."""
+"""LocalStore: keys stay inside the root, writes are atomic overwrites, URLs are file://, reads
+are capped and follow no link."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from worker.storage import LocalStore, StorageError
+from worker.storage.base import ObjectNotFound, ObjectTooLarge
 
 
 def test_put_and_overwrite(tmp_path: Path) -> None:
@@ -37,3 +39,50 @@ def test_unwritable_root_is_a_storage_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StorageError, match="cannot write"):
         LocalStore(blocker).put_bytes("r/x", b"x", "text/plain")
+
+
+def test_get_bytes_reads_back_what_was_put(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put_bytes("r/run/result.json", b'{"a": 1}', "application/json")
+    assert store.get_bytes("r/run/result.json", 100) == b'{"a": 1}'
+    assert store.uri("r/run/result.json") == (tmp_path / "r/run/result.json").as_uri()
+
+
+def test_get_bytes_of_a_missing_object_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ObjectNotFound):
+        LocalStore(tmp_path).get_bytes("r/nothing.json", 100)
+    with pytest.raises(ObjectNotFound):
+        LocalStore(tmp_path / "no-root-yet").get_bytes("r/nothing.json", 100)
+
+
+def test_get_bytes_refuses_more_than_asked(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put_bytes("r/big", b"x" * 101, "text/plain")
+    with pytest.raises(ObjectTooLarge):
+        store.get_bytes("r/big", 100)
+    assert store.get_bytes("r/big", 101) == b"x" * 101
+
+
+def test_get_bytes_follows_no_link_and_opens_no_fifo(tmp_path: Path) -> None:
+    import os
+
+    secret = tmp_path / "secret"
+    secret.write_text("not yours")
+    (tmp_path / "store" / "r").mkdir(parents=True)
+    (tmp_path / "store" / "r" / "link").symlink_to(secret)
+    os.mkfifo(tmp_path / "store" / "r" / "fifo")
+    store = LocalStore(tmp_path / "store")
+    for key in ("r/link", "r/fifo"):
+        with pytest.raises(StorageError) as e:
+            store.get_bytes(key, 100)
+        assert not isinstance(e.value, ObjectNotFound)
+
+
+def test_a_root_that_is_not_a_directory_is_an_outage_not_a_missing_object(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError) as e:
+        LocalStore(blocker).get_bytes("r/result.json", 100)
+    assert not isinstance(e.value, ObjectNotFound)

@@ -183,6 +183,7 @@ def test_prefix_is_applied(
     url = store.put_bytes("req-4/report.md", b"x", "text/markdown")
     assert objects(store) == {"simjail/prod/req-4/report.md": b"x"}
     assert store.s3_uri("req-4/report.md") == f"s3://{store.bucket}/simjail/prod/req-4/report.md"
+    assert store.uri("req-4/report.md") == store.s3_uri("req-4/report.md")
     assert urllib.parse.urlsplit(url).path == f"/{store.bucket}/simjail/prod/req-4/report.md"
     assert store.get_bytes("req-4/report.md", 10) == b"x"
 

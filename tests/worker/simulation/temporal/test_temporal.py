@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import tempfile
 import textwrap
 import time
@@ -120,10 +121,13 @@ def test_workflow_defaults_match_worker_settings() -> None:
 def test_drop_succeeds_with_video_heartbeats_and_small_payload(temporal: Any) -> None:
     """SUCCESS with a video URL; heartbeats reach the server with increasing sim time; the
     result that travels through Temporal is small while the video sits in the store."""
-    request = drop_request("drop", duration_s=4.0, width=320, height=240)
+    # full_video: 4 s of video, so that the job lasts a few heartbeats.
+    request = drop_request("drop", duration_s=4.0, width=320, height=240, full_video=True)
 
     async def go() -> tuple[SimulationResult, list[tuple[float, HeartbeatDetails]], list[Any]]:
+        nonlocal run_id
         handle = await simclient.submit(temporal.client, request)
+        run_id = handle.result_run_id
         assert handle.id == f"simulation-{request.request_id}"
         result_f = asyncio.ensure_future(handle.result())
         beats = await _poll_heartbeats(temporal, handle, result_f)
@@ -133,6 +137,7 @@ def test_drop_succeeds_with_video_heartbeats_and_small_payload(temporal: Any) ->
         assert (await again.result()) == result_f.result()
         return result_f.result(), beats, await _events(handle)
 
+    run_id: str | None = None
     t0 = time.monotonic()
     result, beats, events = temporal.run(go())
     wall = time.monotonic() - t0
@@ -140,7 +145,26 @@ def test_drop_succeeds_with_video_heartbeats_and_small_payload(temporal: Any) ->
     assert result.video_url is not None
     video = Path(urlparse(result.video_url).path)
     assert video.is_file() and video.is_relative_to(temporal.artifacts)
-    assert result.artifact_urls["report"].endswith(f"{request.request_id}/report.md")
+    # Keys unique to this execution; the result lists result.json and a lasting URI for each.
+    prefix = temporal.artifacts / request.request_id / str(run_id)
+    assert video == prefix / "video.mp4"
+    assert set(result.artifact_urls) == {
+        "video",
+        "poster",
+        "contact_sheet",
+        "last_frame",
+        "plots",
+        "mjcf",
+        "geometry",
+        "logs",
+        "report",
+        "report_html",
+        "result",
+    }
+    assert result.artifact_urls["result"] == (prefix / "result.json").as_uri()
+    assert result.artifact_uris == result.artifact_urls  # a local store: file:// both ways
+    stored = SimulationResult.model_validate_json((prefix / "result.json").read_text())
+    assert stored == result
 
     # Heartbeats: several, spaced about the interval apart, sim time never going back.
     assert len(beats) >= 3, beats
@@ -231,7 +255,9 @@ def test_malformed_request_fails_non_retryably_naming_the_field(temporal: Any) -
 def test_cancel_kills_the_jail_within_seconds_and_leaves_nothing(temporal: Any) -> None:
     """A long run is cancelled while the physics jail renders: the workflow ends cancelled (not
     FAIL) only after the jail is dead and the job directory is gone."""
-    request = drop_request("cancel", duration_s=60.0, width=640, height=480)
+    # full_video: rendering the whole minute keeps the jail busy (the video would otherwise
+    # end a second after the block lands, and the job with it).
+    request = drop_request("cancel", duration_s=60.0, width=640, height=480, full_video=True)
 
     async def go() -> tuple[float, list[str], list[Path], BaseException]:
         handle = await simclient.submit(temporal.client, request)
@@ -266,97 +292,143 @@ def test_cancel_kills_the_jail_within_seconds_and_leaves_nothing(temporal: Any) 
     assert dirs == []
 
 
-def test_sigterm_cancels_the_running_job_and_a_new_worker_completes_it(
-    temporal: Any, tmp_path: Path
-) -> None:
-    """`simjail worker` (a real process) gets SIGTERM mid-job: it cancels the job, kills and
-    reaps the jail, removes the job directory and exits; the activity is retried and a second
-    worker completes the workflow."""
-    import os
+def test_sigterms_during_one_job_do_not_fail_it(temporal: Any, tmp_path: Path) -> None:
+    """A rolling restart done badly: three `simjail worker` processes (no grace period) each get
+    SIGTERM while they run the same job. Each cancels it, kills and reaps its jails, removes
+    the job directory and exits 0; the workflow schedules the job again each time, from
+    attempt 1 (a shutdown is not a fault), and a fourth worker completes it."""
     import signal
     import subprocess
-    import sys
 
     queue = f"shutdown-{uuid.uuid4().hex[:6]}"
-    address = temporal.client.service_client.config.target_host
-    env = {**os.environ, "SIMJAIL_DATA_DIR": str(temporal.settings.paths.data_dir)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "worker.cli",
-        "worker",
-        "--address",
-        address,
-        "--task-queue",
-        queue,
-        "--slots",
-        "1",
-    ]
-    request = drop_request("sigterm", duration_s=20.0, width=320, height=240)
-
-    logs = iter(tmp_path / f"worker{i}.log" for i in range(2))
-    first_log = tmp_path / "worker0.log"
+    cmd, env = _worker_cmd(temporal, queue, "--graceful-shutdown", "0")
+    request = drop_request(  # full_video: a job long enough to be interrupted
+        "sigterm", duration_s=4.0, width=320, height=240, full_video=True
+    )
+    procs: list[subprocess.Popen[bytes]] = []
 
     def worker() -> subprocess.Popen[bytes]:
         # Its log goes to a file: a pipe nobody reads until the end fills and blocks the worker.
-        with open(next(logs), "wb") as log:
-            return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        with open(tmp_path / f"worker{len(procs)}.log", "wb") as log:
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log))
+        return procs[-1]
 
-    first = worker()
-    second: subprocess.Popen[bytes] | None = None
     try:
-
-        async def until_simulating() -> WorkflowHandle[Any, Any]:
-            handle = await simclient.submit(temporal.client, request, task_queue=queue)
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                if first.poll() is not None:  # say why, instead of waiting for the deadline
-                    err = first_log.read_text()[-3000:]
-                    raise AssertionError(f"the worker exited {first.returncode}: {err}")
-                desc = await handle.describe()
-                pas = desc.raw_description.pending_activities
-                if pas and pas[0].heartbeat_details.payloads:
-                    (d,) = await temporal.client.data_converter.decode(
-                        pas[0].heartbeat_details.payloads, [HeartbeatDetails]
-                    )
-                    if d.sim_time_s > 0.2:
-                        return handle
-                await asyncio.sleep(0.2)
-            raise AssertionError("the physics never started")
-
-        handle = temporal.run(until_simulating())
-        children = psutil.Process(first.pid).children(recursive=True)
-        # Its janitor (worker.janitor, own session) outlives it by design, to clean up.
-        jails = [p for p in children if "worker.janitor" not in " ".join(p.cmdline())]
-        assert any("nsjail" in " ".join(p.cmdline()) for p in jails)
-        t = time.monotonic()
-        first.send_signal(signal.SIGTERM)
-        first.wait(timeout=30)
-        err = first_log.read_bytes()
-        took = time.monotonic() - t
-        print(f"\nSIGTERM → worker exited in {took:.2f} s")
-        assert first.returncode == 0, err.decode()[-3000:]
-        assert b"activity.cancelled" in err, err.decode()[-3000:]
-        assert not [p for p in jails if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        assert _job_dirs(request) == []
-
-        second = worker()
-        result: SimulationResult = temporal.run(handle.result(), timeout=120)
+        handle = temporal.run(simclient.submit(temporal.client, request, task_queue=queue))
+        for i in range(3):
+            proc = worker()
+            jails = _wait_for_jail(proc, tmp_path / f"worker{i}.log")
+            t = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+            err = (tmp_path / f"worker{i}.log").read_text()
+            print(f"\nSIGTERM {i + 1} → worker exited in {time.monotonic() - t:.2f} s")
+            assert proc.returncode == 0, err[-3000:]
+            assert "activity.worker_shutdown" in err, err[-3000:]
+            assert _alive(jails) == []
+            assert _job_dirs(request) == []
+        worker()
+        result: SimulationResult = temporal.run(handle.result(), timeout=180)
         assert result.outcome == "SUCCESS", result.reason
 
-        async def attempts() -> list[int]:
-            return [
+        async def history() -> tuple[list[int], int]:
+            events = await _events(handle)
+            started = [
                 e.activity_task_started_event_attributes.attempt
-                for e in await _events(handle)
+                for e in events
                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
             ]
+            scheduled = sum(
+                e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in events
+            )
+            return started, scheduled
 
-        assert temporal.run(attempts()) == [2]  # one started event, for the attempt that ended
+        started, scheduled = temporal.run(history())
+        assert scheduled == 4
+        assert started == [1, 1, 1, 1]  # one started event per scheduled activity
     finally:
-        for p in (first, second):
-            if p is not None and p.poll() is None:
+        for p in procs:
+            if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-                p.wait(30)
+                p.wait(60)
+
+
+def test_sigterm_with_the_default_grace_period_lets_the_job_finish(
+    temporal: Any, tmp_path: Path
+) -> None:
+    """A rolling restart with the default graceful shutdown: the old worker gets SIGTERM mid-job
+    and a new one starts. The old one stops taking work, finishes its job (one attempt,
+    SUCCESS) and only then exits 0; the new one runs no part of it."""
+    import signal
+    import subprocess
+
+    queue = f"graceful-{uuid.uuid4().hex[:6]}"
+    cmd, env = _worker_cmd(temporal, queue)
+    request = drop_request("graceful", duration_s=3.0, width=320, height=240)
+    logs = [tmp_path / "old.log", tmp_path / "new.log"]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def worker(log_path: Path) -> subprocess.Popen[bytes]:
+        with open(log_path, "wb") as log:
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log))
+        return procs[-1]
+
+    try:
+        old = worker(logs[0])
+        handle = temporal.run(simclient.submit(temporal.client, request, task_queue=queue))
+        _wait_for_jail(old, logs[0])
+        old.send_signal(signal.SIGTERM)
+        worker(logs[1])  # takes the workflow's last task (the old one polls no more)
+        result: SimulationResult = temporal.run(handle.result(), timeout=180)
+        old.wait(timeout=60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(60)
+    text = logs[0].read_text()
+    assert result.outcome == "SUCCESS", result.reason
+    assert old.returncode == 0, text[-3000:]
+    events = [json.loads(ln)["event"] for ln in text.splitlines()]
+    assert events.index("worker.stopping") < events.index("activity.done"), events
+    assert "activity.worker_shutdown" not in events
+    assert '"graceful_shutdown_s": 60.0' in text
+    assert "activity.start" not in logs[1].read_text()
+
+    async def attempts() -> list[int]:
+        return [
+            e.activity_task_started_event_attributes.attempt
+            for e in await _events(handle)
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        ]
+
+    assert temporal.run(attempts()) == [1]
+
+
+def _wait_for_jail(proc: Any, log_path: Path, timeout: float = 90) -> list[psutil.Process]:
+    """The jails of a worker process, once one of a job runs (not the render probe at start;
+    say why if the worker exits first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = log_path.read_text()[-3000:]
+            raise AssertionError(f"the worker exited {proc.returncode}: {err}")
+        try:
+            # Its janitor (worker.janitor, own session) outlives it by design, to clean up.
+            jails = [
+                p
+                for p in psutil.Process(proc.pid).children(recursive=True)
+                if "worker.janitor" not in " ".join(_cmdlines([p]))
+            ]
+            cmds = _cmdlines(jails)
+            if "activity.start" in log_path.read_text() and any(
+                "build_child" in c or "physics_child" in c for c in cmds
+            ):
+                return jails
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("no jail ever ran")
 
 
 def _worker_cmd(temporal: Any, queue: str, *extra: str) -> tuple[list[str], dict[str, str]]:
@@ -367,6 +439,17 @@ def _worker_cmd(temporal: Any, queue: str, *extra: str) -> tuple[list[str], dict
     env = {**os.environ, "SIMJAIL_DATA_DIR": str(temporal.settings.paths.data_dir)}
     cmd = [sys.executable, "-m", "worker.cli", "worker", "--address", address]
     return [*cmd, "--task-queue", queue, "--slots", "1", *extra], env
+
+
+def _cmdlines(procs: list[psutil.Process]) -> list[str]:
+    """The command lines of those still there (a zombie or a process gone has none)."""
+    out = []
+    for p in procs:
+        try:
+            out.append(" ".join(p.cmdline()))
+        except psutil.Error:
+            continue
+    return out
 
 
 def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
@@ -435,14 +518,14 @@ def test_a_sigkilled_workers_jail_dies_with_it_and_the_workflow_completes_on_ret
         jails: list[psutil.Process] = []
         while time.monotonic() < deadline:
             jails = psutil.Process(first.pid).children(recursive=True)
-            if any("build_child" in " ".join(p.cmdline()) for p in jails):
+            if any("build_child" in c for c in _cmdlines(jails)):
                 break
             time.sleep(0.1)
         else:
             raise AssertionError("the build jail never started")
         time.sleep(4.0)  # past the build123d import, inside the silent sleep
         first_jails = psutil.Process(first.pid).children(recursive=True)
-        assert any("nsjail" in " ".join(p.cmdline()) for p in first_jails)
+        assert any("nsjail" in c for c in _cmdlines(first_jails))
         dirs = _job_dirs(request)
         assert dirs, "no job directory while the job runs"
         assert _cgroups_of(first.pid)
@@ -526,13 +609,18 @@ def test_worker_logs_carry_the_job_ids_and_metrics_are_served(
     assert value('simjail_active_jails{jail="physics"}') == 0.0
     assert "\ntemporal_" in text, text[-2000:]  # the SDK's runtime metrics, same endpoint
 
-    lines = []
-    for raw in log_path.read_text().splitlines():
-        try:
-            lines.append(json.loads(raw))
-        except ValueError:
-            continue  # not structlog's (the SDK logs through logging)
+    # Every line the worker wrote is one JSON object (the SDK's too).
+    lines = [json.loads(raw) for raw in log_path.read_text().splitlines()]
     events = [ln.get("event") for ln in lines]
+    (start_line,) = [ln for ln in lines if ln["event"] == "worker.start"]
+    assert start_line["server"] == temporal.client.service_client.config.target_host
+    assert start_line["namespace"] == "default"
+    assert start_line["task_queue"] == queue
+    assert start_line["store"] == {"kind": "local", "root": str(temporal.artifacts)}
+    assert start_line["limits"]["physics_wall_s"] == 600.0
+    assert start_line["metrics"] == f"http://127.0.0.1:{port}/metrics"
+    assert {"simjail", "mujoco", "build123d", "temporalio", "python"} <= set(start_line["versions"])
+
     start, end = events.index("activity.start"), events.index("activity.done")
     job_lines = lines[start : end + 1]
     assert any(ln["event"] == "child.start" for ln in job_lines)
@@ -609,3 +697,112 @@ def test_cli_submit_exit_codes(temporal: Any, tmp_path: Path) -> None:
     bad = sub("--options", str(options), "--wait")
     assert bad.returncode == 2, bad.stderr
     assert "options.limits.wall_s" in bad.stderr
+
+
+def test_executions_with_the_same_request_id_never_share_artifacts(temporal: Any) -> None:
+    """Two workflows with different ids and the same request id (a controller reusing an id
+    for a different design): one SUCCESS, one FAIL. Each keeps its own artifacts, and each
+    result.json and report say what its own result says."""
+    from worker.simulation.temporal.shared import WORKFLOW_NAME
+
+    rid = f"shared-{uuid.uuid4().hex[:8]}"
+    good = drop_request("unused", duration_s=2.0, render=False).model_copy(
+        update={"request_id": rid}
+    )
+    bad = code_request("unused", "def build():\n    return 1 / 0\n", render=False)
+    bad = bad.model_copy(update={"request_id": rid})
+
+    async def go() -> list[tuple[str, SimulationResult]]:
+        handles = [
+            await temporal.client.start_workflow(
+                WORKFLOW_NAME,
+                req,
+                id=f"{name}-{rid}",
+                task_queue=shared.TASK_QUEUE,
+                result_type=SimulationResult,
+            )
+            for name, req in (("good", good), ("bad", bad))
+        ]
+        return [(str(h.result_run_id), await h.result()) for h in handles]
+
+    (good_run, good_result), (bad_run, bad_result) = temporal.run(go())
+    assert good_result.outcome == "SUCCESS", good_result.reason
+    assert bad_result.failure == "USER_CODE_ERROR", bad_result.reason
+    for run, result in ((good_run, good_result), (bad_run, bad_result)):
+        prefix = temporal.artifacts / rid / run
+        stored = SimulationResult.model_validate_json((prefix / "result.json").read_text())
+        assert stored == result
+        report = (prefix / "report.md").read_text()
+        assert result.outcome in report and result.reason[:60] in report
+        assert all(url.startswith(prefix.as_uri() + "/") for url in result.artifact_urls.values())
+    assert "SUCCESS" not in (temporal.artifacts / rid / bad_run / "report.md").read_text()
+    assert not (temporal.artifacts / rid / "result.json").exists()
+
+
+def test_a_result_stored_by_an_earlier_attempt_is_returned_without_running_again(
+    temporal: Any, tmp_path: Path
+) -> None:
+    """What an attempt whose completion was lost leaves: result.json under the execution's
+    prefix. An attempt of that execution returns it (with fresh URLs) and starts no jail.
+    (The execution's run id is known before any worker polls its queue, so the stored result
+    is put there first; test_outages shows the same after a real server outage.)"""
+    import subprocess
+
+    queue = f"reuse-{uuid.uuid4().hex[:6]}"
+    request = drop_request("reuse", duration_s=1.0, render=False)
+    handle = temporal.run(simclient.submit(temporal.client, request, task_queue=queue))
+    prefix = temporal.artifacts / request.request_id / str(handle.result_run_id)
+    prefix.mkdir(parents=True)
+    earlier = SimulationResult(
+        outcome="FAIL",
+        reason="Stored by an earlier attempt.",
+        failure="GOAL_NOT_REACHED",  # type: ignore[arg-type]
+        artifact_urls={"result": "file:///old/result.json", "report": "file:///old/report.md"},
+        metrics={"wall_time_s": 12.5},
+    )
+    (prefix / "result.json").write_text(earlier.model_dump_json())
+    cmd, env = _worker_cmd(temporal, queue)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        result: SimulationResult = temporal.run(handle.result(), timeout=120)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    assert result.reason == "Stored by an earlier attempt."
+    assert result.metrics == {"wall_time_s": 12.5}
+    assert result.artifact_urls == {
+        "result": (prefix / "result.json").as_uri(),
+        "report": (prefix / "report.md").as_uri(),
+    }
+    events = [json.loads(ln)["event"] for ln in log_path.read_text().splitlines()]
+    assert "activity.reused_result" in events
+    assert "child.start" not in events
+
+
+def test_a_worker_refuses_a_namespace_without_the_search_attributes(
+    temporal: Any, tmp_path: Path
+) -> None:
+    """A namespace whose operator never registered SimjailOutcome & co: `simjail worker` exits
+    3 with the command that registers them (the workflow would fail its tasks setting them)."""
+    import subprocess
+
+    from worker.simulation.temporal.dev import temporal_binary
+
+    ns = f"bare-{uuid.uuid4().hex[:6]}"
+    address = temporal.client.service_client.config.target_host
+    created = subprocess.run(
+        [str(temporal_binary()), "operator", "namespace", "create", "--namespace", ns,
+         "--address", address],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    cmd, env = _worker_cmd(temporal, "unused", "--namespace", ns)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert f"namespace '{ns}' lacks simjail's search attributes" in r.stderr
+    assert (
+        f"temporal operator search-attribute create --namespace {ns} --name SimjailOutcome "
+        "--name SimjailFailure --name SimjailRequestId --type Keyword"
+    ) in r.stderr

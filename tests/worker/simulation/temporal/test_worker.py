@@ -1,4 +1,5 @@
-"""Worker start-up refusals that need no server: budgets that do not fit the workflow."""
+"""Start-up refusals that need no server: a worker whose budgets do not fit the workflow, `simjail
+dev` on a port in use."""
 
 from __future__ import annotations
 
@@ -35,3 +36,31 @@ def test_simjail_worker_with_too_long_a_build_budget_exits_3() -> None:
     assert r.returncode == 3, r.stderr
     assert "build_wall_s = 121 s exceeds the workflow's 120 s" in r.stderr
     assert "cannot connect" not in r.stderr
+
+
+@pytest.mark.parametrize("which", ["--port", "--ui-port"])
+def test_simjail_dev_refuses_a_port_in_use_before_starting_anything(which: str) -> None:
+    """Something listens on the port: `simjail dev` exits 3 naming it, instead of starting a
+    server that cannot bind and attaching to whatever listens there."""
+    import socket
+
+    import psutil
+
+    from worker.metrics import free_loopback_port
+
+    ports = {"--port": free_loopback_port(), "--ui-port": free_loopback_port()}
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports[which]))
+        squatter.listen()
+        cmd = [sys.executable, "-m", "worker.cli", "dev"]
+        cmd += ["--port", str(ports["--port"]), "--ui-port", str(ports["--ui-port"])]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 3, r.stderr
+    assert f"port 127.0.0.1:{ports[which]} is already in use" in r.stderr
+    assert r.stdout == ""
+    servers = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and str(ports["--port"]) in " ".join(p.info["cmdline"])
+    ]
+    assert servers == []
