@@ -107,7 +107,7 @@ def run(size: str = "default", say: Callable[[str], None] = print) -> dict[str, 
         "build_cpu_overhead_s": raw["build_cpu"]["warm"]["overhead_s"],
         "env_cache_hit_ms": round(jb.p50(hits), 2),
         "render_ratio": round(r["recorder_fps"] / r["raw_renderer_fps"], 3),
-        "render_speedup": round(r["recorder_fps"] / r["todays_look_recorder_fps"], 3),
+        "render_speedup": round(r["recorder_fps"] / r["todays_recorder_fps"], 3),
         "physics_ratio": round(
             raw["physics"]["loop_steps_per_s"] / raw["physics"]["bare_steps_per_s"], 3
         ),

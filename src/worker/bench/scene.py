@@ -1,5 +1,5 @@
 """The in-process figures: the physics loop against a bare `mj_step` loop, and the Recorder
-against a bare `mujoco.Renderer` loop and against today's look, all on the 5-part scene that
+against a bare `mujoco.Renderer` loop and against today's Recorder, all on the 5-part scene that
 bench/bench_loop.py uses, in this process (our code on our own geometry: no jail needed)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported: headless rendering
 
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -15,20 +16,25 @@ from typing import Any
 
 import av
 import mujoco
-import numpy as np
 
 from common.models.simulation import Objectives, SimOptions
 from worker.simulation.builder import Scene, build_scene
 from worker.simulation.cad import extract_geometry
 from worker.simulation.imports import defer_unused_imports
 from worker.simulation.loop import SimulationLoop
-from worker.simulation.render import Recorder, Renderer
+from worker.simulation.render import (
+    PERSPECTIVE,
+    STILL_LOOK,
+    VIDEO_LOOK,
+    Banner,
+    Marks,
+    Recorder,
+    Renderer,
+    scene_camera,
+)
 
 WARM_UP_FRAMES = 5
 """Rendered before each timed loop and not counted."""
-TODAYS_LOOK = {"shadowsize": 1024, "offsamples": 0}
-"""The look simjail rendered with when issue 12 was filed (builder.py then): a 1024 shadow map
-from the one shadow-casting light, no MSAA. `render_speedup` is measured against it."""
 
 
 def pile(n: int) -> list[Any]:
@@ -75,87 +81,128 @@ def physics(seconds: float) -> dict[str, float]:
     return {"bare_steps_per_s": round(max(bares)), "loop_steps_per_s": round(max(loops))}
 
 
-def _camera(scene: Scene) -> mujoco.MjvCamera:
-    """Today's camera (render.scene_camera when the issue was filed), pinned for the baseline."""
-    cam = mujoco.MjvCamera()
-    cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-    cam.lookat[:] = scene.extent_center_m
-    cam.distance = max(scene.extent_radius_m * 2.6, 0.15)
-    cam.azimuth, cam.elevation = 135.0, -22.0
-    return cam
+ZONES = {
+    "target": "p0",
+    "zones": [
+        {"name": "goal", "kind": "goal", "min": [150, -150, 0], "max": [300, 150, 150]},
+        {"name": "pit", "kind": "forbid", "min": [-300, -150, 0], "max": [-150, 150, 5]},
+        {"name": "bench", "kind": "build", "min": [-150, -150, 0], "max": [150, 150, 300]},
+    ],
+}
+"""Three zones, one of each kind, around the 5-part pile (bench/bench_loop.py's): what a video
+outlines, fills and names in its legend."""
 
 
-def _bare_fps(scene: Scene, opt: SimOptions, frames: int, encode: bool) -> float:
-    """A bare mujoco.Renderer loop on the scene's model as it is, optionally feeding today's
-    encoder (libx264 veryfast, crf 23, on the render thread)."""
+def _states(scene: Scene, opt: SimOptions, frames: int) -> list[mujoco.MjData]:
+    """The states a video of the pile settling shows, one per frame: every variant renders
+    these same pictures (a still picture would flatter the encoder)."""
     m = scene.model
     d = mujoco.MjData(m)
     mujoco.mj_forward(m, d)
+    out = []
+    for _ in range(frames):
+        for _ in range(round(1 / (opt.fps * opt.timestep_s))):
+            mujoco.mj_step(m, d)
+        out.append(copy.copy(d))
+    return out
+
+
+def _encoder(path: Path, opt: SimOptions) -> tuple[Any, Any]:
+    """Today's encoder settings (render.VideoWriter's): libx264 veryfast, crf 23, yuv420p."""
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream("libx264", rate=opt.fps)
+    stream.width, stream.height, stream.pix_fmt = opt.width, opt.height, "yuv420p"
+    stream.options = {"preset": "veryfast", "crf": "23"}
+    return container, stream
+
+
+def _bare_fps(scene: Scene, opt: SimOptions, states: list[mujoco.MjData]) -> float:
+    """A bare mujoco.Renderer loop on the same model, camera and look as the video's frames
+    (render.VIDEO_LOOK set on its scene as on ours), reading each frame's pixels."""
+    m = scene.model
     r = mujoco.Renderer(m, opt.height, opt.width)
-    cam = _camera(scene)
-    with tempfile.TemporaryDirectory() as tmp:
-        container = av.open(str(Path(tmp) / "v.mp4"), mode="w")
-        stream = container.add_stream("libx264", rate=opt.fps)
-        stream.width, stream.height, stream.pix_fmt = opt.width, opt.height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
-        for _ in range(WARM_UP_FRAMES):  # the context's first frames compile its shaders
-            r.update_scene(d, camera=cam)
+    cam = scene_camera(scene)
+    try:
+        for s in states[:WARM_UP_FRAMES]:  # the context's first frames compile its shaders
+            r.update_scene(s, camera=cam)
+            VIDEO_LOOK.apply(r.scene)
             r.render()
         t = time.perf_counter()
-        for _ in range(frames):
-            r.update_scene(d, camera=cam)
-            rgb = r.render()
-            if encode:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                    container.mux(packet)
-        fps = frames / (time.perf_counter() - t)
+        for s in states:
+            r.update_scene(s, camera=cam)
+            VIDEO_LOOK.apply(r.scene)
+            r.render()
+        return len(states) / (time.perf_counter() - t)
+    finally:
+        r.close()
+
+
+def _recorder_fps(
+    scene: Scene, obj: Objectives, opt: SimOptions, states: list[mujoco.MjData]
+) -> float:
+    """The Recorder as a run drives it: every frame with the verdict banner, the culprit
+    highlighted, the zones and the legend, encoded on its thread; the video's tail counted."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Renderer(scene, obj, opt.width, opt.height) as r,
+    ):
+        for s in states[:WARM_UP_FRAMES]:
+            r.render(s, look=VIDEO_LOOK)
+        rec = Recorder(r, Path(tmp) / "v.mp4", opt.fps)
+        rec.marks = MARKS
+        t = time.perf_counter()
+        for s in states:
+            rec.frame(s)
+        rec.close()  # the encoder's tail belongs to the video
+        return len(states) / (time.perf_counter() - t)
+
+
+def _todays_fps(
+    scene: Scene, obj: Objectives, opt: SimOptions, states: list[mujoco.MjData]
+) -> float:
+    """Today's Recorder (main when issue 12 started on it): the same Renderer, marks and HUD,
+    but every frame with shadows (render.STILL_LOOK: the builder's 1024 shadow map) and encoded
+    on the render thread before the next frame is drawn."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Renderer(scene, obj, opt.width, opt.height) as r,
+    ):
+        for s in states[:WARM_UP_FRAMES]:
+            r.render(s, look=STILL_LOOK)
+        container, stream = _encoder(Path(tmp) / "v.mp4", opt)
+        t = time.perf_counter()
+        for s in states:
+            rgb = r.render(s, PERSPECTIVE, MARKS, look=STILL_LOOK)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
         container.close()
-    r.close()
-    return fps
+        return len(states) / (time.perf_counter() - t)
 
 
-def _recorder_fps(scene: Scene, opt: SimOptions, frames: int) -> float:
-    d = mujoco.MjData(scene.model)
-    mujoco.mj_forward(scene.model, d)
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        Renderer(scene, Objectives(), opt.width, opt.height) as r,
-    ):
-        for _ in range(WARM_UP_FRAMES):
-            r.render(d)
-        rec = Recorder(r, Path(tmp) / "v.mp4", opt.fps)
-        t = time.perf_counter()
-        for _ in range(frames):
-            rec.frame(d)
-        rec.close()  # the encoder's tail belongs to the video
-        return frames / (time.perf_counter() - t)
+MARKS = Marks(Banner("FORBID_ZONE_HIT", 1.23, ("p0",)))
 
 
-def todays_look(scene: Scene) -> Scene:
-    """The scene's model set to TODAYS_LOOK (its lights' shadows as the builder made them then:
-    the first light casts, the others do not)."""
-    m = scene.model
-    m.vis.quality.shadowsize = TODAYS_LOOK["shadowsize"]
-    m.vis.quality.offsamples = TODAYS_LOOK["offsamples"]
-    if m.nlight:
-        m.light_castshadow[:] = np.arange(m.nlight) == 0
-    return scene
-
-
-def render(frames: int) -> dict[str, float]:
-    """fps of the Recorder (render + encode) and of a bare Renderer loop on the same model;
-    and of today's look (a bare loop feeding today's encoder, as the Recorder did then)."""
+def render(frames: int) -> dict[str, Any]:
+    """fps of the Recorder (render, marks, HUD, encode on its thread) and of a bare Renderer
+    loop on the same model in the same look; and of today's Recorder (shadows on every frame,
+    encoding inline). 640 × 480 (SimOptions' default), 5 parts, 3 zones, the states of the pile
+    settling; alternated, best of 3 rounds each (the other core is rarely idle)."""
     opt = SimOptions(duration_s=frames / 30)
+    obj = Objectives.model_validate(ZONES)
+    scene = build_scene(extract_geometry(pile(5)), obj, opt)
+    states = _states(scene, opt, frames)
     best: dict[str, list[float]] = {"raw": [], "recorder": [], "today": []}
-    for _ in range(2):
-        best["raw"].append(_bare_fps(five_parts(opt), opt, frames, encode=False))
-        best["recorder"].append(_recorder_fps(five_parts(opt), opt, frames))
-        best["today"].append(_bare_fps(todays_look(five_parts(opt)), opt, frames, encode=True))
+    for _ in range(3):
+        best["raw"].append(_bare_fps(scene, opt, states))
+        best["recorder"].append(_recorder_fps(scene, obj, opt, states))
+        best["today"].append(_todays_fps(scene, obj, opt, states))
     return {
         "frames": frames,
+        "size": f"{opt.width}x{opt.height}",
         "raw_renderer_fps": round(max(best["raw"]), 1),
         "recorder_fps": round(max(best["recorder"]), 1),
-        "todays_look_recorder_fps": round(max(best["today"]), 1),
+        "todays_recorder_fps": round(max(best["today"]), 1),
+        "rounds_fps": {k: [round(x, 1) for x in v] for k, v in best.items()},
     }
