@@ -11,6 +11,9 @@ in a container that Prometheus scrapes from outside) serves `http://HOST:N/metri
 - `simjail_jail_start_seconds{jail}`: histogram of the time from starting nsjail to nsjail
   executing the jailed program (namespaces, mounts, cgroups and seccomp set up);
 - `simjail_active_jails{jail}`: jails running now;
+- `simjail_build_starts_total{path}`: build jails started warm (forked from the zygote) or
+  cold (a jail of their own: the zygote is off, not ready, or broken: `cold_fallback`);
+- `simjail_env_cache_total{result}`: environments read from the cache (`hit`) or built (`miss`);
 - `simjail_infrastructure_errors_total{cause}`: infrastructure faults met, by cause: `store`
   (each failed try of a store operation, also one a retry then recovered), `sandbox` (a jail
   that could not start), `render` (the physics jail could not render), `worker` (another
@@ -70,6 +73,19 @@ ACTIVE_JAILS = Gauge(
     registry=REGISTRY,
 )
 
+BUILD_STARTS = Counter(
+    "simjail_build_starts",
+    "Build jails by how they started: warm (the zygote), cold_fallback (the zygote failed).",
+    ["path"],
+    registry=REGISTRY,
+)
+ENV_CACHE = Counter(
+    "simjail_env_cache",
+    "Environment geometry read from the cache (hit) or built (miss).",
+    ["result"],
+    registry=REGISTRY,
+)
+
 
 def job_done(outcome: str, failure: object) -> None:
     JOBS.labels(outcome=outcome, failure=str(failure) if failure is not None else "").inc()
@@ -97,6 +113,14 @@ def active_jail(jail: str) -> Iterator[None]:
 
 def jail_started(jail: str, seconds: float) -> None:
     JAIL_START_SECONDS.labels(jail=jail).observe(seconds)
+
+
+def build_started(path: str) -> None:
+    BUILD_STARTS.labels(path=path).inc()
+
+
+def env_cache(result: str) -> None:
+    ENV_CACHE.labels(result=result).inc()
 
 
 def free_loopback_port() -> int:

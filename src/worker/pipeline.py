@@ -9,15 +9,18 @@ result in one place, `run_request`.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
 
 from common.models.simulation import FailureKind, SimulationRequest, SimulationResult
+from worker import metrics
 from worker.errors import Failed, Failure, InfrastructureError
 from worker.job.children import (
     Children,
@@ -27,6 +30,7 @@ from worker.job.children import (
     policy_digest,
 )
 from worker.job.decompositions import DecompositionCache
+from worker.job.envcache import EnvCache
 from worker.job.publish import artifact_prefix, collect, publish
 from worker.job.sources import Source, read_source
 from worker.job.workdir import JobDir
@@ -46,6 +50,8 @@ from worker.settings import JobLimits, Settings
 from worker.simulation.geometry import Geometry, merge, validate_geometry
 from worker.storage.base import ArtifactStore
 
+log = structlog.get_logger("simjail.pipeline")
+
 
 @dataclass
 class Job:
@@ -56,6 +62,9 @@ class Job:
     dir: JobDir
     children: Children
     cache: DecompositionCache
+    digest: str
+    """The policy digest that judges this job (and keys its environment in the cache)."""
+    env_cache: EnvCache | None = None
     phases: dict[str, float] = field(default_factory=dict)
 
 
@@ -83,53 +92,73 @@ def run_request(
         inputs = [read_source(request.design, "design", sources or store)]
         if request.environment is not None:
             inputs.append(read_source(request.environment, "environment", sources or store))
-        launcher = launcher or make_launcher(settings.sandbox, settings.paths.policy_root)
-        children = Children(
-            launcher, limits, cancel=cancel or threading.Event(), on_progress=on_progress
-        )
-        with JobDir(request.request_id) as jobdir:
-            cache = DecompositionCache(settings.paths.data_dir / "decompositions")
-            job = Job(request, limits, jobdir, children, cache)
-            payload: PhysicsPayload | None = None
-            files: dict[str, str] = {}
-            try:
-                geom = build(job, inputs)
-                payload = simulate(job, geom)
-                failure = Failure(payload.failure, payload.reason) if payload.failure else None
-                children.check_cancelled()
-                files = collect(
-                    jobdir.path / "out",
-                    jobdir.scratch("collected"),
-                    {str(k): v for k, v in payload.files.items()},
-                    limits.max_artifact_bytes,
-                )
-            except Failed as f:
-                failure = f.failure
-            children.check_cancelled()  # a child ended by a cancel is never reported as FAIL
-            structlog.contextvars.bind_contextvars(phase="store")
-            children.progress(Progress("store", 0.0, 0.0))
-            geometry = jobdir.path / "geometry.json"
-            return publish(
-                request_id=request.request_id,
-                prefix=prefix or artifact_prefix(request.request_id),
-                store=store,
-                files_dir=jobdir.path / "collected",
-                failure=failure,
-                reason=payload.reason if payload is not None else "",
-                metrics=payload.metrics if payload is not None else {},
-                files=files,
-                phases=job.phases,
-                started=started,
-                geometry=geometry if geometry.is_file() else None,
-                resources=children.resources,
-                logs=children.logs(),
-                digest=policy_digest(launcher, limits),
+        with _launcher(launcher, settings) as launcher:
+            children = Children(
+                launcher, limits, cancel=cancel or threading.Event(), on_progress=on_progress
             )
+            with JobDir(request.request_id) as jobdir:
+                digest = policy_digest(launcher, limits)
+                cache = DecompositionCache(settings.paths.data_dir / "decompositions")
+                job = Job(request, limits, jobdir, children, cache, digest, env_cache(settings))
+                payload: PhysicsPayload | None = None
+                files: dict[str, str] = {}
+                try:
+                    geom = build(job, inputs)
+                    payload = simulate(job, geom)
+                    failure = Failure(payload.failure, payload.reason) if payload.failure else None
+                    children.check_cancelled()
+                    files = collect(
+                        jobdir.path / "out",
+                        jobdir.scratch("collected"),
+                        {str(k): v for k, v in payload.files.items()},
+                        limits.max_artifact_bytes,
+                    )
+                except Failed as f:
+                    failure = f.failure
+                children.check_cancelled()  # a child ended by a cancel is never reported as FAIL
+                structlog.contextvars.bind_contextvars(phase="store")
+                children.progress(Progress("store", 0.0, 0.0))
+                geometry = jobdir.path / "geometry.json"
+                return publish(
+                    request_id=request.request_id,
+                    prefix=prefix or artifact_prefix(request.request_id),
+                    store=store,
+                    files_dir=jobdir.path / "collected",
+                    failure=failure,
+                    reason=payload.reason if payload is not None else "",
+                    metrics=payload.metrics if payload is not None else {},
+                    files=files,
+                    phases=job.phases,
+                    started=started,
+                    geometry=geometry if geometry.is_file() else None,
+                    resources=children.resources,
+                    logs=children.logs(),
+                    digest=digest,
+                )
+
+
+@contextlib.contextmanager
+def _launcher(given: Launcher | None, settings: Settings) -> Iterator[Launcher]:
+    """The caller's launcher, or one made for this request and closed with it (its zygote)."""
+    if given is not None:
+        yield given
+        return
+    made = make_launcher(settings.sandbox, settings.paths.policy_root, settings.reuse)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def env_cache(settings: Settings) -> EnvCache | None:
+    mb = settings.reuse.env_cache_mb
+    return EnvCache(settings.paths.data_dir / "env-cache", mb * 2**20) if mb else None
 
 
 def build(job: Job, inputs: list[Source]) -> Geometry:
-    """Each source in its own child, all at once (the build123d import dominates each), then
-    the merged geometry checked and kept: nothing invalid reaches the physics."""
+    """Each source in its own child, all at once (the build123d import dominates each, when
+    it is not warm), then the merged geometry checked and kept: nothing invalid reaches the
+    physics. An environment built before under the same key comes from the cache instead."""
     t = time.monotonic()
     job.children.progress(Progress("build", 0.0, 0.0))
     try:
@@ -137,7 +166,7 @@ def build(job: Job, inputs: list[Source]) -> Geometry:
             # A copy of this thread's context per build (one Context cannot be entered by two
             # threads at once): the log lines of the builds keep the job's ids.
             futures = [
-                pool.submit(contextvars.copy_context().run, build_one, job, s) for s in inputs
+                pool.submit(contextvars.copy_context().run, build_or_reuse, job, s) for s in inputs
             ]
             results = [f.result() for f in futures]
     finally:
@@ -153,6 +182,28 @@ def build(job: Job, inputs: list[Source]) -> Geometry:
         objectives=job.request.objectives,
     )
     (job.dir.path / "geometry.json").write_text(geom.model_dump_json())
+    return geom
+
+
+def build_or_reuse(job: Job, source: Source) -> Geometry:
+    """The environment from the cache when it is there, else built (and kept when it built)."""
+    cache = job.env_cache if source.kind == "environment" else None
+    if cache is None:
+        return build_one(job, source)
+    t = time.monotonic()
+    key = cache.key(source, job.digest, job.request.options.tessellation)
+    geom = cache.get(key, job.children.frame_caps("build"))
+    if geom is not None:
+        ms = round((time.monotonic() - t) * 1000, 1)
+        metrics.env_cache("hit")
+        log.info("env_cache.hit", key=key[:16], ms=ms)
+        job.children.note(
+            f"===== {source.kind} build: from the cache ({key[:16]}…), {ms} ms =====\n"
+        )
+        return geom
+    metrics.env_cache("miss")
+    geom = build_one(job, source)
+    cache.put(key, geom)
     return geom
 
 

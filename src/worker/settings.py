@@ -4,7 +4,8 @@
   every result's `policy_digest`; a request may only tighten it (`JobLimits.tighten`).
 - `Paths`: where the worker keeps its data, artifacts and policy files.
 - `StoreSettings`: which artifact store (a local directory or an S3 bucket).
-- `Settings`: the three groups plus the sandbox (nsjail, or the unsafe development launcher).
+- `Reuse`: what a worker keeps between jobs (the zygote of warm builds, the environment cache).
+- `Settings`: the groups plus the sandbox (nsjail, or the unsafe development launcher).
 
 Every field has one flat name, its environment variable without the `SIMJAIL_` prefix
 (`SIMJAIL_BUILD_WALL_S` sets `limits.build_wall_s`, `SIMJAIL_STORE` sets `store.kind`), and
@@ -126,9 +127,31 @@ class StoreSettings(_Frozen):
     """Lifetime of the presigned artifact URLs in a result (SigV4 allows at most a week)."""
 
 
+class Reuse(_Frozen):
+    """What a worker reuses across jobs to save their start-up: the zygote that build jobs fork
+    from (sandbox/README.md, "The zygote") and the environment cache."""
+
+    warm: bool = True
+    """Build jobs fork from a zygote that imported build123d once (`SIMJAIL_WARM=0`: every
+    build starts a cold jail of its own and imports it again)."""
+    zygote_jobs: int = Field(default=500, gt=0)
+    """A zygote is replaced after this many jobs (its running jobs finish first)."""
+    zygote_max_age_s: float = Field(default=1800.0, gt=0, le=3600)
+    """… or at this age (below sandbox/zygote.cfg's time_limit, so no job is cut short)."""
+    zygote_max_growth_mb: int = Field(default=256, gt=0)
+    """… or once its own memory grew by this much since it was ready."""
+    env_cache_mb: int = Field(default=256, ge=0)
+    """Size of the environment cache under the data dir (`<data_dir>/env-cache`); 0: off."""
+
+
 Sandbox = Literal["nsjail", "unsafe-subprocess"]
 
-_GROUPS: dict[str, type[_Frozen]] = {"limits": JobLimits, "paths": Paths, "store": StoreSettings}
+_GROUPS: dict[str, type[_Frozen]] = {
+    "limits": JobLimits,
+    "paths": Paths,
+    "store": StoreSettings,
+    "reuse": Reuse,
+}
 _RENAMED = {"store": ("store", "kind")}
 """Flat names that differ from the field's own name."""
 
@@ -144,6 +167,7 @@ class Settings(_Frozen):
     limits: JobLimits = Field(default_factory=JobLimits)
     paths: Paths = Field(default_factory=Paths)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    reuse: Reuse = Field(default_factory=Reuse)
     sandbox: Sandbox = "nsjail"
     """`unsafe-subprocess` runs children without any jail: development machines only, never
     chosen automatically, and every job logs a warning."""

@@ -22,11 +22,13 @@ def _under(path: str | None, prefix: str) -> bool:
 
 def _mount_roots(pid: int) -> list[str]:
     """The source paths of a process's mounts (field 4 of mountinfo): a jail's binds of a job
-    directory show up here, whatever the jail calls them inside."""
+    directory show up here, whatever the jail calls them inside; a warm job names its job
+    directory as the source of its /job tmpfs (the field after the filesystem type)."""
     try:
         with open(f"/proc/{pid}/mountinfo") as f:
-            return [line.split()[3] for line in f]
-    except (OSError, IndexError):
+            lines = [line.split() for line in f]
+        return [f[3] for f in lines] + [f[f.index("-") + 2] for f in lines if "-" in f]
+    except (OSError, IndexError, ValueError):
         return []
 
 

@@ -106,9 +106,12 @@ DESIGNS = {
         import os
 
         def build():
-            # Where the jail mounted the job from: field 4 of /job's line in mountinfo.
+            # Where the jail mounted the job from: field 4 of /job's line in mountinfo (a
+            # cold jail's bind), or the source of a warm job's /job tmpfs (which names it).
             with open("/proc/self/mountinfo") as f:
-                job = [ln.split()[3] for ln in f if ln.split()[4] == "/job"]
+                lines = [ln.split() for ln in f if ln.split()[4] == "/job"]
+            f = lines[0]
+            job = [f[3] if f[3] != "/" else f[f.index("-") + 2]]
             raise RuntimeError(f"cwd={os.getcwd()} job={job[0]}")
         """,
 }
@@ -395,7 +398,7 @@ def _expected_digest(policy_dir: Path, settings: Settings) -> str:
         (policy_dir / "seccomp").glob("*.kafel")
     )
     record = {
-        "launcher": "nsjail",
+        "launcher": "nsjail-zygote" if settings.reuse.warm else "nsjail",
         "files": {
             f.relative_to(policy_dir).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
             for f in files

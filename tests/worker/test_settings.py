@@ -53,3 +53,13 @@ def test_request_limits_only_tighten() -> None:
     assert (t.physics_wall_s, t.memory_mb, t.physics_memory_mb) == (30, 500, 500)
     with pytest.raises(InvalidRequest, match=r"^options\.limits\.wall_s: 61\.0 is above"):
         lim.tighten(Limits(wall_s=61))
+
+
+def test_the_warm_path_and_the_environment_cache_are_settings_of_their_own() -> None:
+    assert Settings().reuse.warm is True and Settings().reuse.env_cache_mb == 256
+    s = Settings.from_env({"SIMJAIL_WARM": "0", "SIMJAIL_ENV_CACHE_MB": "0"})
+    assert s.reuse.warm is False and s.reuse.env_cache_mb == 0
+    s = Settings.from_env({"SIMJAIL_ZYGOTE_JOBS": "10", "SIMJAIL_ZYGOTE_MAX_AGE_S": "60"})
+    assert (s.reuse.zygote_jobs, s.reuse.zygote_max_age_s) == (10, 60)
+    with pytest.raises(ValidationError, match="zygote_max_age_s"):
+        Settings(zygote_max_age_s=7200)  # a zygote must be retired before its time_limit

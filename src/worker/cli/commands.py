@@ -181,7 +181,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return EXIT_SUCCESS
 
     with janitor:
-        return asyncio.run(go())
+        try:
+            return asyncio.run(go())
+        finally:
+            launcher.close()  # its zygote
 
 
 def demo_request() -> SimulationRequest:
@@ -281,11 +284,17 @@ def cmd_policy(args: argparse.Namespace) -> int:
         output.error(output.validation_message(e))
         return EXIT_INVALID
     limits = settings.limits.tighten(request.options.limits)
+    # The launcher a worker with these settings judges with (its name is part of the digest);
+    # made, not started: no zygote runs for `show`.
+    from worker.sandbox.zygote import WarmLauncher
+
+    judging = WarmLauncher(launcher) if settings.reuse.warm else launcher
     job = Path("<job dir>")
     specs = {"build": build_spec(limits, "design", job), "physics": physics_spec(limits, job, job)}
     print(f"policy directory:    {policy.root}")
     print(f"policy files digest: {policy.digest()}")
-    print(f"policy digest:       {policy_digest(launcher, limits)}  (what a result carries)")
+    print(f"launcher:            {judging.name}")
+    print(f"policy digest:       {policy_digest(judging, limits)}  (what a result carries)")
     for jail, spec in specs.items():
         if args.jail and jail != args.jail:
             continue
@@ -309,20 +318,26 @@ def _kv(d: dict[str, int]) -> str:
 
 def _policy_check(launcher: Any) -> int:
     """Start a real jail of each kind and check every promise of its policy file from inside
-    it (and its cgroups from outside); exit 3 loudly if anything differs."""
-    from worker.sandbox.probe import ProbeFailed, verify
+    it (and its cgroups from outside), then a warm build job forked from a zygote against the
+    same promises and the zygote's own; exit 3 loudly if anything differs."""
+    from worker.sandbox.probe import ProbeFailed, verify, verify_warm
+    from worker.sandbox.zygote import WarmLauncher, ZygoteFailed
 
     launcher.check()
     print(f"nsjail:  {launcher.binary}")
     print(f"digest:  {launcher.policy.digest()}")
     failed = 0
-    for jail in ("build", "physics"):
+    warm = WarmLauncher(launcher)
+    for jail in ("build", "physics", "build (warm)"):
         try:
-            checks = verify(launcher, jail)
-        except ProbeFailed as e:
-            print(f"FAIL {jail}: {e.message}")
+            checks = verify_warm(warm) if jail == "build (warm)" else verify(launcher, jail)
+        except (ProbeFailed, ZygoteFailed) as e:
+            print(f"FAIL {jail}: {e}")
             failed += 1
             continue
+        finally:
+            if jail == "build (warm)":
+                warm.close()
         for c in checks:
             print(
                 f"{'ok  ' if c.ok else 'FAIL'} {jail}: {c.name}" + ("" if c.ok else f": {c.detail}")
@@ -334,4 +349,28 @@ def _policy_check(launcher: Any) -> int:
         )
         return EXIT_INFRA
     print("every policy line checked holds in a real jail of each kind")
+    return EXIT_SUCCESS
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Every figure of issue 12 against its raw baseline, measured now (minutes): one JSON
+    object with --json, a table otherwise. Exit 3 only when something could not be measured."""
+    from worker.bench import KEYS, BenchFailed
+    from worker.bench.run import run
+
+    def say(line: str) -> None:
+        if not args.json:
+            print(f"… {line}", file=sys.stderr, flush=True)
+
+    try:
+        result = run(args.size, say)
+    except BenchFailed as e:
+        output.error(f"could not measure: {e}")
+        return EXIT_INFRA
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return EXIT_SUCCESS
+    for key in KEYS:
+        print(f"{key:<26} {result[key]}")
+    print(json.dumps(result["raw"], indent=2))
     return EXIT_SUCCESS

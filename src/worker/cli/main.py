@@ -26,6 +26,7 @@ COMMANDS = {
     "dev": commands.cmd_dev,
     "loadtest": commands.cmd_loadtest,
     "policy": commands.cmd_policy,
+    "bench": commands.cmd_bench,
 }
 TEMPORAL_COMMANDS = ("submit", "worker", "dev", "loadtest")
 

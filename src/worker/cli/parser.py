@@ -4,8 +4,9 @@
 verdict and where the video and report are; `simjail submit DESIGN.py [--wait]` does the same
 through Temporal; `simjail worker` serves the `simulation` task queue; `simjail dev` starts a
 local Temporal dev server and a worker; `simjail loadtest` runs benign and hostile jobs through
-them with faults injected; `simjail policy show|check` prints or proves the sandbox policy.
-Exit status: 0 SUCCESS, 1 FAIL, 2 invalid request or usage, 3 infrastructure error.
+them with faults injected; `simjail policy show|check` prints or proves the sandbox policy;
+`simjail bench` measures it all against raw baselines. Exit status: 0 SUCCESS, 1 FAIL,
+2 invalid request or usage, 3 infrastructure error.
 """
 
 from __future__ import annotations
@@ -93,6 +94,18 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--options", type=Path, help="SimOptions (YAML/JSON) whose limits apply")
     show.add_argument("--jail", choices=("build", "physics"), help="only this jail")
     psub.add_parser("check", help="validate the policy files by starting a real jail of each kind")
+    b = sub.add_parser(
+        "bench",
+        help="measure start latency, build CPU, the environment cache, rendering, physics and "
+        "throughput, each against a raw baseline in the same run (BENCHMARKS.md)",
+    )
+    b.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    b.add_argument(
+        "--size",
+        choices=("tiny", "default"),
+        default="default",
+        help="how many jobs each figure takes (tiny: seconds, for tests; default: minutes)",
+    )
     return p
 
 

@@ -104,6 +104,11 @@ class Children:
         if self.on_progress is not None:
             self.on_progress(p)
 
+    def note(self, section: str) -> None:
+        """A section of the logs artifact that is ours, not a child's (a cache hit)."""
+        with self._lock:
+            self._logs.append(section)
+
     def logs(self) -> str:
         """The logs artifact: one section per child, in the order they ended."""
         with self._lock:

@@ -23,6 +23,7 @@ from worker.errors import Failed
 from worker.sandbox.child import exit_now, parse_args, send
 from worker.sandbox.protocol import BuildJob, ErrorFrame, ResultFrame
 from worker.simulation.geometry import Geometry
+from worker.simulation.imports import defer_unused_imports
 
 
 def _where(tb: types.TracebackType | None, filename: str) -> str:
@@ -164,6 +165,7 @@ def run(job: BuildJob, job_dir: Path) -> Geometry:
 
 
 def main() -> None:
+    defer_unused_imports()  # sklearn only if the design's code uses it (in a zygote: done)
     args = parse_args()  # --out is unused here: geometry goes on the frame pipe
     job = BuildJob.read(args.job_path)
     chan = args.channel()

@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "simjail"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CPU_PERIOD_US = 100_000
 
 
 class CgroupError(RuntimeError):
@@ -89,6 +90,9 @@ class JobCgroups:
     memory_bytes: int
     pids_max: int
     root: Path = ROOT
+    cpu_ms_per_sec: int | None = None
+    """A CPU quota on the job's own group: set for a warm build, whose process the supervisor
+    moves in itself (`add`); a cold jail's quota is on nsjail's group inside (None here)."""
 
     def __post_init__(self) -> None:
         self.relative = f"{PARENT}/{self.job}"
@@ -111,9 +115,13 @@ class JobCgroups:
                 mem, pids, cpu = self.dirs
                 mem.mkdir(parents=True, exist_ok=True)
                 pids.mkdir(parents=True, exist_ok=True)
-                # No limit here: nsjail puts the policy's cgroup_cpu_ms_per_sec on its own
-                # group inside; this parent only holds it, for cleanup and stale removal.
+                # No limit here for a cold jail: nsjail puts the policy's cgroup_cpu_ms_per_sec
+                # on its own group inside; this parent only holds it, for cleanup and stale
+                # removal. A warm build's process lives here itself: its quota is here.
                 cpu.mkdir(parents=True, exist_ok=True)
+                if self.cpu_ms_per_sec:
+                    _write(cpu / "cpu.cfs_period_us", CPU_PERIOD_US)
+                    _write(cpu / "cpu.cfs_quota_us", self.cpu_ms_per_sec * CPU_PERIOD_US // 1000)
                 _write(mem / "memory.limit_in_bytes", self.memory_bytes)
                 with contextlib.suppress(OSError):  # absent without swap accounting
                     _write(mem / "memory.memsw.limit_in_bytes", self.memory_bytes)
@@ -127,10 +135,29 @@ class JobCgroups:
                 _write(d / "memory.max", self.memory_bytes)
                 _write(d / "memory.swap.max", 0)
                 _write(d / "pids.max", self.pids_max)
+                if self.cpu_ms_per_sec:
+                    quota = self.cpu_ms_per_sec * CPU_PERIOD_US // 1000
+                    _write(d / "cpu.max", f"{quota} {CPU_PERIOD_US}")
                 _write(d / "cgroup.subtree_control", "+memory +pids +cpu")
         except OSError as e:
             self.remove()
             raise CgroupError(f"cannot set up cgroups under {self.root}: {e}") from e
+
+    def add(self, pid: int) -> None:
+        """Move process `pid` into these groups (a warm build, before it runs any design code;
+        what it starts stays inside). v2 has no processes in an inner group: a leaf holds it."""
+        if self.v == 1:
+            for d in self.dirs:
+                _write(d / "cgroup.procs", pid)
+        else:
+            leaf = self.dirs[0] / "job"
+            leaf.mkdir(exist_ok=True)
+            _write(leaf / "cgroup.procs", pid)
+
+    def kill(self) -> None:
+        """SIGKILL to every process in these groups."""
+        for d in self.dirs:
+            _kill_all(d)
 
     def usage(self) -> Usage:
         peak: int | None

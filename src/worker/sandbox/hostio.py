@@ -49,3 +49,28 @@ def copy_out(src_dir: Path, name: str, dest: Path, max_bytes: int) -> int:
         return total
     finally:
         os.close(fd)
+
+
+def read_capped(path: Path, max_bytes: int) -> bytes:
+    """The bytes of `path`, a regular file of at most `max_bytes` (no link followed, no FIFO
+    blocked on): for files a jail's output went into, such as the environment cache."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # ELOOP: a symlink; ENXIO: a FIFO without writer
+        raise UnsafeOutput(f"{path.name}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeOutput(f"{path.name} is not a regular file")
+        if st.st_size > max_bytes:
+            raise UnsafeOutput(f"{path.name} is {st.st_size} bytes, over the cap of {max_bytes}")
+        data = bytearray()
+        while chunk := os.read(fd, CHUNK):
+            data += chunk
+            if len(data) > max_bytes:
+                raise UnsafeOutput(f"{path.name} grew over the cap of {max_bytes} bytes")
+        return bytes(data)
+    finally:
+        os.close(fd)

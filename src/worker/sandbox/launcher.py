@@ -1,7 +1,9 @@
 """How a child is started and what its exit means. The supervisor asks a Launcher to `prepare`
-one run (argv, environment, fds), runs it, then asks the prepared run to `finish`: release what it
-set up (cgroups) and report, from the launcher's own trusted sources (exit status, nsjail's log,
-cgroup counters), how the child ended. Nothing the child printed is consulted.
+one run (argv, environment, fds), starts it (a process of its own, or, for a run that has a
+`start` method, however that run starts: a warm build forked by the zygote), then asks the
+prepared run to `finish`: release what it set up (cgroups) and report, from the launcher's own
+trusted sources (exit status, nsjail's log, cgroup counters), how the child ended. Nothing the
+child printed is consulted.
 
 `SubprocessLauncher` (`unsafe-subprocess`) gives no isolation beyond a fresh process, its own
 session, an empty environment plus an allow-list, and the supervisor's deadline and output caps.
@@ -11,16 +13,20 @@ It exists for development machines without namespaces and is never chosen automa
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
+import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from worker.owners import with_parent_death_signal
 from worker.sandbox.policy import Policy
+from worker.settings import Reuse
 
 # Variables a child may see. Everything else of the worker's environment (credentials, tokens)
 # stays out. Thread counts are pinned so one job cannot take every core.
@@ -72,15 +78,103 @@ class JailReport:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class Exit:
+    """How the started process ended, as its parent saw it."""
+
+    returncode: int
+    """The exit status, or minus the signal that killed it (as subprocess reports it)."""
+    cpu_s: float
+    """CPU seconds of it and everything it reaped."""
+    max_rss_mb: float = 0.0
+
+
+class Child(Protocol):
+    """A started run: what the supervisor waits for, signals and finally kills."""
+
+    pid: int
+
+    def poll(self) -> Exit | None:
+        """How it ended, once it has (never blocks)."""
+        ...
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the run's main process (nothing if it is gone)."""
+        ...
+
+    def kill_all(self) -> None:
+        """SIGKILL to everything the run started."""
+        ...
+
+
+class ProcessChild:
+    """A child process of the supervisor in its own session (nsjail, or the unsafe launcher's
+    interpreter): waited for with wait4, killed with its whole process group."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self._exit: Exit | None = None
+
+    def poll(self) -> Exit | None:
+        if self._exit is None:
+            pid, status, ru = os.wait4(self.pid, os.WNOHANG)
+            if pid:
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                self._exit = Exit(
+                    self.proc.returncode, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+                )
+        return self._exit
+
+    def signal(self, sig: int) -> None:
+        if self._exit is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, sig)
+
+    def kill_all(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def popen_child(prepared: Prepared, stdout: int, stderr: int) -> ProcessChild:
+    """Start a prepared run as a process of its own (its own session: one killpg ends it)."""
+    proc = subprocess.Popen(
+        prepared.argv,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        pass_fds=prepared.pass_fds,
+        env=prepared.env,
+        cwd=prepared.cwd,
+        start_new_session=True,
+        close_fds=True,
+    )
+    return ProcessChild(proc)
+
+
+def wait_child(child: Child, timeout_s: float) -> Exit | None:
+    """Poll `child` until it ended or `timeout_s` passed."""
+    end = time.monotonic() + timeout_s
+    while (ended := child.poll()) is None and time.monotonic() < end:
+        time.sleep(0.02)
+    return ended
+
+
 class Prepared(Protocol):
     argv: list[str]
     env: dict[str, str]
     cwd: Path
     pass_fds: tuple[int, ...]
-    terminate_signal: int
-    """Sent to the launcher's process to end a run early (SIGKILL follows after a grace)."""
-    exec_marker: bytes | None
-    """What the launcher writes on its log fd when it executes the child (None: nothing)."""
+
+    @property
+    def terminate_signal(self) -> int:
+        """Sent to the launcher's process to end a run early (SIGKILL follows after a grace)."""
+        ...
+
+    @property
+    def exec_marker(self) -> bytes | None:
+        """What the launcher writes on its log fd when it executes the child (None: nothing)."""
+        ...
 
     def cpu_used_s(self, pid: int) -> float | None:
         """CPU seconds everything the run started (`pid` is the launcher's process) has used
@@ -91,6 +185,16 @@ class Prepared(Protocol):
     def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
         """Called once the child is gone (always, also after a kill): release resources and
         interpret the exit. `log` is what the launcher wrote on its own log fd."""
+        ...
+
+
+class Startable(Prepared, Protocol):
+    """A prepared run that starts itself (the supervisor calls `start` instead of running
+    `argv` as a process of its own)."""
+
+    def start(self, stdout: int, stderr: int) -> Child:
+        """Start the run with these write ends as its stdout and stderr; raise OSError when it
+        cannot start."""
         ...
 
 
@@ -109,6 +213,10 @@ class Launcher(Protocol):
     def prepare(self, spec: LaunchSpec, *, frame_fd: int, log_fd: int) -> Prepared:
         """Set up one run of `spec.module` with the frame pipe on `frame_fd`; the launcher may
         write its own log to `log_fd`."""
+        ...
+
+    def close(self) -> None:
+        """Release what the launcher keeps between runs (a zygote); runs may not start after."""
         ...
 
 
@@ -140,6 +248,9 @@ class SubprocessLauncher:
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
+
+    def close(self) -> None:
+        pass
 
     def limits(self, spec: LaunchSpec) -> dict[str, int]:
         """Only the supervisor's wall-clock deadline and the CPU check apply."""
@@ -185,13 +296,29 @@ def process_tree_cpu_s(pid: int) -> float | None:
     return total
 
 
-def make_launcher(sandbox: str, policy_root: Path) -> Launcher:
+def make_launcher(sandbox: str, policy_root: Path, reuse: Reuse | None = None) -> Launcher:
     """The launcher `sandbox` names. nsjail is checked now and refuses to start (fail closed)
-    when it cannot work; the unsafe launcher is only ever used when asked for."""
+    when it cannot work; the unsafe launcher is only ever used when asked for. With `reuse.warm`
+    (the default) build jobs fork from a zygote, started by the first build (or `prewarm`);
+    close the launcher when done with it."""
     if sandbox == "unsafe-subprocess":
         return SubprocessLauncher()
     from worker.sandbox.nsjail import NsjailLauncher  # root, cgroups: only when it is used
 
-    launcher = NsjailLauncher(Policy(policy_root))
-    launcher.check()
-    return launcher
+    reuse = reuse or Reuse()
+    cold = NsjailLauncher(Policy(policy_root))
+    if not reuse.warm:
+        cold.check()
+        return cold
+    from worker.sandbox.zygote import Recycling, WarmLauncher
+
+    warm = WarmLauncher(
+        cold,
+        Recycling(
+            jobs=reuse.zygote_jobs,
+            max_age_s=reuse.zygote_max_age_s,
+            max_growth_bytes=reuse.zygote_max_growth_mb * 2**20,
+        ),
+    )
+    warm.check()
+    return warm

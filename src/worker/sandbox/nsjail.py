@@ -26,7 +26,7 @@ from worker.errors import InfrastructureError
 from worker.owners import mark_owner, owner_alive, with_parent_death_signal
 from worker.sandbox.cgroups import CgroupError, JobCgroups
 from worker.sandbox.container import advice
-from worker.sandbox.launcher import JailReport, LaunchSpec
+from worker.sandbox.launcher import Child, JailReport, LaunchSpec, popen_child
 from worker.sandbox.policy import Policy, PolicyError
 
 JAIL_UID = 65534
@@ -121,6 +121,9 @@ class _NsjailRun:
     def cpu_used_s(self, pid: int) -> float | None:
         return self.cgroups.cpu_time_s()
 
+    def start(self, stdout: int, stderr: int) -> Child:
+        return popen_child(self, stdout, stderr)
+
     def finish(self, returncode: int, log: str, cpu_s: float) -> JailReport:
         usage = self.cgroups.usage()
         self.cgroups.remove()
@@ -159,6 +162,24 @@ def interpret(
         # Without nsjail's final line (its log cut at the cap), its own status tells: the
         # child's exit code, or 128 + the signal that killed it.
         sig = int(signalled[-1]) if signalled else returncode - 128
+        return ending(None, sig, timed_out, cpu_s, cpu_limit_s, memory_limit_hit, peak_memory_bytes)
+    code = int(exited[-1]) if exited else returncode
+    return ending(code, None, timed_out, cpu_s, cpu_limit_s, memory_limit_hit, peak_memory_bytes)
+
+
+def ending(
+    exit_code: int | None,
+    sig: int | None,
+    timed_out: bool,
+    cpu_s: float,
+    cpu_limit_s: float,
+    memory_limit_hit: bool,
+    peak_memory_bytes: int | None,
+) -> JailReport:
+    """The report of a jail whose child exited with `exit_code` or was killed by `sig`, from the
+    launcher's own sources (nsjail's log for a cold jail, the zygote's reaper for a warm one)."""
+    peak = None if peak_memory_bytes is None else peak_memory_bytes / 2**20
+    if sig is not None:
         killed = sig == signal.SIGKILL and not timed_out
         oom = killed and memory_limit_hit
         return JailReport(
@@ -173,8 +194,7 @@ def interpret(
             seccomp_killed=sig == signal.SIGSYS,
             peak_memory_mb=peak,
         )
-    code = int(exited[-1]) if exited else returncode
-    return JailReport(exit_code=code, timed_out=timed_out, peak_memory_mb=peak)
+    return JailReport(exit_code=exit_code, timed_out=timed_out, peak_memory_mb=peak)
 
 
 def _problems(log: str) -> str:
@@ -190,6 +210,9 @@ def _problems(log: str) -> str:
 
 class NsjailLauncher:
     name = "nsjail"
+
+    def close(self) -> None:
+        """Nothing is kept between runs: every run is its own jail."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 JAILS = ("build", "physics")
+ZYGOTE = "zygote"
+"""sandbox/zygote.cfg: the jail of the process warm build jobs are forked from (not a job's)."""
 TIGHTENABLE = ("time_limit", "rlimit_cpu", "cgroup_mem_max", "cgroup_pids_max")
 """Numeric settings a job may lower (never raise) with nsjail's command-line flags."""
 
@@ -34,7 +36,7 @@ class Policy:
     """Directory holding sandbox/ and seccomp/; nsjail runs there so relative paths resolve."""
 
     def config(self, jail: str) -> Path:
-        if jail not in JAILS:
+        if jail not in (*JAILS, ZYGOTE):
             raise PolicyError(f"unknown jail {jail!r}")
         path = self.root / "sandbox" / f"{jail}.cfg"
         if not path.is_file():
@@ -141,6 +143,8 @@ class Promise:
     """Mount points the jail may write; every other mount is read-only."""
     tmpfs_bytes: dict[str, int]
     cgroup_cpu_ms_per_sec: int
+    env_keys: tuple[str, ...] = ()
+    """The names the `envar` lines set: the jailed program's whole environment."""
 
 
 def _top_level(text: str) -> dict[str, str]:
@@ -195,4 +199,64 @@ def promise(policy: Policy, jail: str, env: dict[str, str]) -> Promise:
         writable=frozenset(writable),
         tmpfs_bytes=tmpfs,
         cgroup_cpu_ms_per_sec=int(top.get("cgroup_cpu_ms_per_sec", "0")),
+        env_keys=tuple(
+            sorted(kv.split("=", 1)[0] for kv in re.findall(r'^envar:\s*"([^"]*)"', text, re.M))
+        ),
     )
+
+
+# --- What a warm build job must set up itself (the zygote's jobs are not started by nsjail) ---
+
+
+@dataclass(frozen=True)
+class JailSettings:
+    """The per-job lines of a jail's policy file, as a process that builds the jail itself
+    applies them (a warm build job, forked from the zygote, applies build.cfg's)."""
+
+    rlimits: dict[str, int | None]
+    """resource module name (`RLIMIT_CPU`) → soft and hard value in the resource's own units
+    (None: unlimited), for every `rlimit_*` line the file sets."""
+    tmpfs: dict[str, str]
+    """Mount point → tmpfs options of the file's tmpfs mounts."""
+    cwd: str
+    envars: tuple[str, ...]
+    """The `envar` lines, in order."""
+    cgroup_cpu_ms_per_sec: int
+    hostname: str
+
+
+def jail_settings(policy: Policy, jail: str) -> JailSettings:
+    text = policy.config(jail).read_text()
+    top = _top_level(text)
+    rlimits: dict[str, int | None] = {}
+    for key, (_, unit, default_type) in RLIMITS.items():
+        kind = top.get(f"{key}_type", default_type if key in top else None)
+        if kind == "INF":
+            rlimits[f"RLIMIT_{key.removeprefix('rlimit_').upper()}"] = None
+        elif key in top and kind == "VALUE":
+            rlimits[f"RLIMIT_{key.removeprefix('rlimit_').upper()}"] = int(top[key]) * unit
+        elif key in top:
+            raise PolicyError(f"{policy.config(jail)}: {key} of type {kind} is not supported")
+    tmpfs = {
+        m["dst"]: m.get("options", "")
+        for m in _mounts(text)
+        if m.get("fstype") == "tmpfs" and m.get("dst")
+    }
+    envars = tuple(re.findall(r'^envar:\s*"([^"]*)"', text, re.M))
+    return JailSettings(
+        rlimits=rlimits,
+        tmpfs=tmpfs,
+        cwd=top.get("cwd", "/"),
+        envars=envars,
+        cgroup_cpu_ms_per_sec=int(top.get("cgroup_cpu_ms_per_sec", "0")),
+        hostname=top.get("hostname", ""),
+    )
+
+
+def bind_lines(policy: Policy, jail: str) -> list[str]:
+    """The file's bind-mount lines (`mount { ... is_bind: true ... }`), verbatim, in order."""
+    return [
+        line.split("#")[0].strip()
+        for line in policy.config(jail).read_text().splitlines()
+        if line.startswith("mount {") and "is_bind: true" in line
+    ]

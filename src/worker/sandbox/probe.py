@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker.errors import InfrastructureError
 from worker.owners import mark_owner
@@ -30,6 +31,9 @@ from worker.sandbox.protocol import (
     probe_report,
 )
 from worker.sandbox.supervisor import LaunchError, classify, run_child
+
+if TYPE_CHECKING:
+    from worker.sandbox.zygote import WarmLauncher
 
 JAIL_UID = 65534
 NO_CAPABILITIES = "0000000000000000"
@@ -78,6 +82,9 @@ class _Watching:
 
     def limits(self, spec: LaunchSpec) -> dict[str, int]:
         return self.inner.limits(spec)
+
+    def close(self) -> None:
+        pass  # the inner launcher is the caller's
 
     def prepare(self, spec: LaunchSpec, *, frame_fd: int, log_fd: int) -> Prepared:
         self.prepared = self.inner.prepare(spec, frame_fd=frame_fd, log_fd=log_fd)
@@ -145,7 +152,7 @@ def probe(launcher: Launcher, jail: str) -> Probed:
     Raises ProbeFailed with the reason and the child's last output."""
     p = run_probe(launcher, jail)
     problem = None
-    if launcher.name == "nsjail" and p.report.uid != JAIL_UID:
+    if launcher.policy is not None and p.report.uid != JAIL_UID:
         problem = f"the jail runs as uid {p.report.uid}, not {JAIL_UID}"
     elif jail == "physics" and p.report.rendered_mean is None:
         problem = "it rendered nothing"
@@ -161,6 +168,43 @@ def verify(launcher: Launcher, jail: str) -> list[Check]:
     p = probe(launcher, jail)
     want = promise(launcher.policy, jail, p.env)
     return [Check(jail, *c) for c in _compare(want, p)]
+
+
+def verify_warm(launcher: WarmLauncher) -> list[Check]:
+    """A warm build job's jail, checked against every promise of build.cfg exactly as a cold
+    build jail is (the job was forked from the zygote and built its jail itself), and what
+    makes the zygote safe to fork from: one thread, no writable shared memory, empty read-only
+    scratch mounts, its filter only the allowed loosening of jail.kafel, and the job's filter
+    stacked on it."""
+    from worker.sandbox.seccomp import zygote_differences
+
+    label = "build (warm)"
+    warm_before = launcher.counts["warm"]
+    p = probe(launcher, "build")
+    want = promise(launcher.policy, "build", p.env)
+    out = [Check(label, *c) for c in _compare(want, p)]
+
+    def check(name: str, expected: object, got: object) -> None:
+        out.append(Check(label, name, expected == got, f"expected {expected!r}, found {got!r}"))
+
+    check("forked from the zygote (not a cold fallback)", warm_before + 1, launcher.counts["warm"])
+    check("seccomp filters stacked (the zygote's, then jail.kafel)", "2",
+          p.report.status.get("Seccomp_filters"))  # fmt: skip
+    policy = launcher.policy
+    check(
+        "seccomp/zygote.kafel = jail.kafel with only mount, umount, unshare loosened",
+        [],
+        zygote_differences(
+            policy.seccomp_file("build").read_text(), policy.seccomp_file("zygote").read_text()
+        ),
+    )
+    z = launcher.facts()
+    check("zygote: one thread (fork copies only the calling one)", 1, z.threads)
+    check("zygote: no writable shared memory (a job's pages are its own copies)", [],
+          z.shared_writable)  # fmt: skip
+    for point, (ro, entries) in z.scratch.items():
+        check(f"zygote: {point} read-only and empty", (True, []), (ro, entries))
+    return out
 
 
 def _compare(want: Promise, p: Probed) -> list[tuple[str, bool, str]]:
@@ -181,6 +225,9 @@ def _compare(want: Promise, p: Probed) -> list[tuple[str, bool, str]]:
     check("seccomp mode (2: filter)", SECCOMP_FILTER, r.status.get("Seccomp"))
     for call, ended in r.denied.items():
         check(f"seccomp kills {call}", -signal.SIGSYS, ended)
+    check("seccomp answers clone3 with ENOSYS (glibc falls back to clone)", ENOSYS, r.clone3_errno)
+    check("environment (exactly the envar lines)", list(want.env_keys), r.env_keys)
+    check("file descriptors (0, 1, 2 and the frame pipe only)", [0, 1, 2, r.frame_fd], r.fds)
     check("x32 syscall ABI (a name-based filter does not see it)", ENOSYS, r.x32_errno)
     if want.no_interfaces:
         check("network interfaces up (not even loopback)", [], r.interfaces)

@@ -318,6 +318,12 @@ class ProbeReport(_Frame):
     """errno of a call through the x32 ABI (None: the call went through)."""
     denied: dict[str, int]
     """Forbidden calls tried in forked children → how each child ended (-31: SIGSYS)."""
+    clone3_errno: int | None = None
+    """errno of clone3 (None: the call went through)."""
+    fds: list[int] = Field(default_factory=list)
+    """The file descriptors the jailed program started with."""
+    frame_fd: int = -1
+    """Which of them is the frame pipe."""
     rendered_mean: float | None = None
 
 
@@ -383,3 +389,85 @@ def physics_result(frame: ResultFrame) -> PhysicsPayload:
         return PhysicsPayload.model_validate(frame.payload)
     except ValidationError as e:
         raise ProtocolError(f"the physics result is malformed at {_first_error(e)}") from None
+
+
+# --- The zygote: supervisor ↔ zygote, and each warm job's control socket -------------------------
+
+CONTROL_BYTES = 4096
+"""No message on a zygote socket is larger (the receiver refuses a truncated one)."""
+ZYGOTE_JOB_BYTES = 64 * 1024
+"""The job request (its BPF program is the bulk: ~1 KiB)."""
+ZYGOTE_FDS = ("stdout", "stderr", "frames", "log", "control")
+"""The descriptors that travel with a `job` request, in this order, then one per job file."""
+ZYGOTE_MODULES = ("worker.sandbox.build_child", "worker.sandbox.probe_child")
+"""What a warm job may run: the build child, and the probe of `simjail policy check`."""
+
+
+class JobMount(_Frame):
+    """A fresh tmpfs of the job: where, and nsjail's options string for it (size, inodes)."""
+
+    dst: Literal["/tmp", "/dev/shm"]
+    options: str = Field(max_length=200, pattern=r"^[a-z_]+=[0-9]+(,[a-z_]+=[0-9]+)*$")
+
+
+class ZygoteJob(_Frame):
+    """One warm job, sent by the supervisor on the job's control socket to the zygote's child
+    that runs it (its descriptors, ZYGOTE_FDS then one per file, went to the zygote with a `job`
+    message). Everything in it comes from the policy files and the job's limits; the zygote
+    itself never holds it (every job gets a copy of the zygote's memory)."""
+
+    module: Literal["worker.sandbox.build_child", "worker.sandbox.probe_child"]
+    args: list[str] = Field(max_length=16)
+    """The child's command line after the module (`--job /job/job.json --frame-fd 3 ...`)."""
+    files: list[str] = Field(max_length=4)
+    """Names in the job's read-only /job of the file descriptors after ZYGOTE_FDS."""
+    job_bytes: int = Field(gt=0)
+    """Size of the job's /job tmpfs (the files fit)."""
+    job_source: str = Field(max_length=512, pattern=r"^/[^\s,]*$")
+    """The host directory the files come from, as the /job tmpfs's source name: what a cold
+    jail's bind of it shows in mountinfo, and how the worker finds a job's processes."""
+    time_limit_s: int = Field(gt=0)
+    """nsjail's time_limit, enforced by the job's reaper: it kills the job then."""
+    rlimits: dict[str, int | None]
+    """resource name (`RLIMIT_CPU`) → soft and hard limit (None: unlimited), from build.cfg."""
+    mounts: list[JobMount]
+    """The job's own tmpfs mounts (build.cfg's)."""
+    seccomp: str = Field(max_length=32 * 1024)
+    """base64 of the BPF program compiled from seccomp/jail.kafel."""
+    cwd: str = Field(max_length=64)
+
+
+class ControlMessage(_Frame):
+    """`job`: the supervisor's request to the zygote (the job's descriptors travel with it, the
+    ZygoteJob itself on the job's control socket, to the zygote's child). On a warm job's
+    control socket, from the job before any design code runs: `ready`
+    (the supervisor learns its pid from the credentials the kernel attaches), `running` (the
+    jail is complete: the design's code starts now), `failed` (setting it up went wrong: no
+    design code ran). From the supervisor: `go`, `stop`. From the job's reaper, which no
+    design code can reach, once the job is gone: `status`."""
+
+    type: Literal["job", "ready", "go", "stop", "running", "failed", "status"]
+    reason: str = Field(default="", max_length=2000)
+    exit_code: int | None = None
+    signal: int | None = None
+    timed_out: bool = False
+    cpu_s: float = Field(default=0.0, ge=0)
+
+
+def control_message(data: bytes) -> ControlMessage:
+    """Parse one message of a zygote socket; ProtocolError if it is not one."""
+    if len(data) > CONTROL_BYTES:
+        raise ProtocolError("zygote control message too large")
+    try:
+        return ControlMessage.model_validate_json(data)
+    except ValidationError as e:
+        raise ProtocolError(f"malformed zygote control message: {_first_error(e)}") from None
+
+
+def zygote_job(data: bytes) -> ZygoteJob:
+    if len(data) > ZYGOTE_JOB_BYTES:
+        raise ProtocolError("zygote job request too large")
+    try:
+        return ZygoteJob.model_validate_json(data)
+    except ValidationError as e:
+        raise ProtocolError(f"malformed zygote job request: {_first_error(e)}") from None

@@ -8,12 +8,9 @@ status and the supervisor's own flags, never from text the child printed.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import resource
 import selectors
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +18,16 @@ from dataclasses import dataclass, field
 
 from common.models.simulation import FailureKind
 from worker.errors import Failure
-from worker.sandbox.launcher import JailReport, Launcher, LaunchSpec, Prepared
+from worker.sandbox.launcher import (
+    Child,
+    Exit,
+    JailReport,
+    Launcher,
+    LaunchSpec,
+    Prepared,
+    popen_child,
+    wait_child,
+)
 from worker.sandbox.protocol import (
     PHYSICS_CAPS,
     ErrorFrame,
@@ -110,35 +116,28 @@ def run_child(
     """Run one child to its end. Raises LaunchError when the launcher could not start it.
 
     When `cancel` is set, the child is ended exactly as on a breach (the launcher's terminate
-    signal, then SIGKILL to its group) within one loop iteration (≤ 0.1 s), reaped, and the
+    signal, then SIGKILL to all of it) within one loop iteration (≤ 0.1 s), reaped, and the
     outcome comes back with `cancelled` set."""
     read_fd, write_fd = os.pipe()
     log_r, log_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
     prepared: Prepared | None = None
     try:
         prepared = launcher.prepare(spec, frame_fd=write_fd, log_fd=log_w)
-        proc = subprocess.Popen(
-            prepared.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=prepared.pass_fds,
-            env=prepared.env,
-            cwd=prepared.cwd,
-            start_new_session=True,  # its own process group: one killpg ends all of it
-            close_fds=True,
-        )
+        start = getattr(prepared, "start", None)  # a run that starts itself (a warm build)
+        child: Child = start(out_w, err_w) if start else popen_child(prepared, out_w, err_w)
     except BaseException as e:
-        os.close(read_fd)  # no child will ever write to them: do not leak them
-        os.close(log_r)
+        for fd in (read_fd, log_r, out_r, err_r):  # no child will ever write to them
+            os.close(fd)
         if prepared is not None:
             prepared.finish(-signal.SIGKILL, "", 0.0)
         if isinstance(e, OSError):
             raise LaunchError(f"cannot start the {spec.name} child: {e}") from e
         raise
     finally:
-        os.close(write_fd)
-        os.close(log_w)
+        for fd in (write_fd, log_w, out_w, err_w):
+            os.close(fd)
     started = time.monotonic()
     deadline = started + spec.wall_s + SUPERVISOR_GRACE_S
     out = ChildOutcome(name=spec.name)
@@ -149,25 +148,26 @@ def run_child(
     }
     reader = FrameReader(frame_caps)
     sel = selectors.DefaultSelector()
-    assert proc.stdout is not None and proc.stderr is not None
-    sel.register(proc.stdout.fileno(), selectors.EVENT_READ, "stdout")
-    sel.register(proc.stderr.fileno(), selectors.EVENT_READ, "stderr")
+    sel.register(out_r, selectors.EVENT_READ, "stdout")
+    sel.register(err_r, selectors.EVENT_READ, "stderr")
     sel.register(read_fd, selectors.EVENT_READ, "frames")
     sel.register(log_r, selectors.EVENT_READ, "log")
-    rusage = None
+    ended: Exit | None = None
     exited_at: float | None = None
     exec_marker: bytes | None = getattr(prepared, "exec_marker", None)  # optional for launchers
+    # A run that starts itself knows when its child's jail was complete.
+    out.start_latency_s = getattr(child, "start_latency_s", None)
 
     def breach() -> None:
-        _end(proc, prepared.terminate_signal)
+        child.signal(prepared.terminate_signal)
 
     next_cpu_check = started
     try:
         while True:
             now = time.monotonic()
-            if rusage is None and now >= next_cpu_check:
+            if ended is None and now >= next_cpu_check:
                 next_cpu_check = now + CPU_CHECK_S
-                used = prepared.cpu_used_s(proc.pid)
+                used = prepared.cpu_used_s(child.pid)
                 if used is not None and used >= spec.cpu_s:
                     out.cpu_exceeded = True
                     breach()
@@ -180,22 +180,20 @@ def run_child(
                 out.timed_out = True
                 breach()
                 break
-            if rusage is None:
-                pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    proc.returncode = os.waitstatus_to_exitcode(status)
-                    rusage = ru
+            if ended is None:
+                ended = child.poll()
+                if ended is not None:
                     exited_at = now
             if not sel.get_map():
-                if rusage is not None:
+                if ended is not None:
                     break
                 time.sleep(0.01)
                 continue
             if exited_at is not None and now - exited_at > 1.0:
                 # The child is gone but something it left holds a pipe open: end them all.
-                _kill_group(proc)
+                child.kill_all()
                 break
-            timeout = min(deadline - now, 0.05 if rusage is None else 0.1)
+            timeout = min(deadline - now, 0.05 if ended is None else 0.1)
             for key, _ in sel.select(timeout):
                 fd, what = key.fd, key.data
                 try:
@@ -238,19 +236,16 @@ def run_child(
     except _Stop:
         pass
     finally:
-        if rusage is None:
-            _, status, rusage = _reap(proc, prepared.terminate_signal)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-        _kill_group(proc)  # nothing of this child may outlive it
+        if ended is None:
+            ended = _reap(child, prepared.terminate_signal)
+        child.kill_all()  # nothing of this child may outlive it
         _drain(sel, streams["log"], log_r)
         sel.close()
-        os.close(read_fd)
-        os.close(log_r)
-        proc.stdout.close()
-        proc.stderr.close()
+        for fd in (read_fd, log_r, out_r, err_r):
+            os.close(fd)
         out.jail_log = streams["log"].text()
-        out.cpu_s = rusage.ru_utime + rusage.ru_stime
-        out.report = prepared.finish(proc.returncode, out.jail_log, out.cpu_s)
+        out.cpu_s = ended.cpu_s
+        out.report = prepared.finish(ended.returncode, out.jail_log, out.cpu_s)
     if out.report.launch_error is not None:
         raise LaunchError(
             f"the sandbox could not start the {spec.name} child: {out.report.launch_error}"
@@ -261,9 +256,7 @@ def run_child(
     out.stderr = streams["stderr"].text()
     out.wall_s = time.monotonic() - started
     out.peak_rss_mb = (
-        out.report.peak_memory_mb
-        if out.report.peak_memory_mb is not None
-        else rusage.ru_maxrss / 1024
+        out.report.peak_memory_mb if out.report.peak_memory_mb is not None else ended.max_rss_mb
     )
     return out
 
@@ -289,27 +282,15 @@ def _drain(sel: selectors.BaseSelector, log: Stream, log_fd: int) -> None:
         log.add(chunk)
 
 
-def _end(proc: subprocess.Popen[bytes], sig: int) -> None:
-    """Ask the launcher to end the child (nsjail kills its jail and cleans up on SIGTERM)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(proc.pid, sig)
-
-
-def _reap(proc: subprocess.Popen[bytes], sig: int) -> tuple[int, int, resource.struct_rusage]:
-    _end(proc, sig)
-    end = time.monotonic() + KILL_GRACE_S
-    while time.monotonic() < end:
-        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            return pid, status, ru
-        time.sleep(0.02)
-    _kill_group(proc)
-    return os.wait4(proc.pid, 0)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+def _reap(child: Child, sig: int) -> Exit:
+    """Ask the launcher to end the child (nsjail kills its jail and cleans up on SIGTERM),
+    then SIGKILL all of it after a grace."""
+    child.signal(sig)
+    ended = wait_child(child, KILL_GRACE_S)
+    while ended is None:
+        child.kill_all()
+        ended = wait_child(child, 1.0)
+    return ended
 
 
 def classify(out: ChildOutcome) -> Failure | None:

@@ -3,18 +3,23 @@
 `Renderer` owns one GL context and MuJoCo scene and draws a view of MjData with the marks of the
 result: the zones filled and outlined by kind (goal: solid edges; forbid: heavy edges and a cross
 on the top face; build: dashed edges; GL lines), the culprit tinted, haloed and pointed at, and a
-HUD drawn by MuJoCo's own overlay (`mjr_overlay` / `mjr_text` / `mjr_rectangle`) before the
-pixels are read: simulated time, the verdict once latched, a legend. bench/bench_loop.py measures
-what that adds to a raw `mujoco.Renderer` frame.
+HUD drawn by MuJoCo's own overlay (`mjr_rectangle` / `mjr_text`) before the pixels are read:
+simulated time, the verdict once latched, a legend. Each picture is drawn in a `Look`: the
+video's frames without shadows (VIDEO_LOOK: shadows are half of a frame's cost on llvmpipe), the
+stills with them (STILL_LOOK). bench/bench_loop.py measures what each setting and each mark
+costs a raw `mujoco.Renderer` frame; `simjail bench` the Recorder against one.
 
-`Recorder` holds the loop's callbacks: each frame into the H.264 stream (streamed, never held in
-memory), the decisive moment into stills (poster, contact sheet), the final state into the last
-frame. Settings are the fast ones for a CPU renderer (DESIGN.md §7): the builder sets a 1024
-shadow map and no MSAA. Rendering is deterministic: the same request gives the same pixels.
+`Recorder` holds the loop's callbacks: each frame into the H.264 stream (encoded on the
+VideoWriter's own thread, fed by a bounded queue, never held whole in memory), the decisive
+moment into stills (poster, contact sheet), the final state into the last frame. The builder
+sets a 1024 shadow map and no MSAA (DESIGN.md §7). Rendering is deterministic: the same request
+gives the same pixels.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +47,30 @@ MAX_TEXT = 48
 """Characters of one HUD line (labels are at most 64; the font is ASCII)."""
 SHEET_PANEL_MAX_W = 800
 """Widest panel of the contact sheet (2 × 2 panels: at most 1600 px wide)."""
+
+
+@dataclass(frozen=True)
+class Look:
+    """What a picture pays for beyond the scene itself. On llvmpipe (Mesa's CPU renderer, what a
+    worker without a GPU has) shadows are the one setting that costs much: ~12 of ~24 ms of a
+    640 × 480 frame of the 5-part scene (a shadow map is a second pass over every geom, and
+    each pixel samples it). The lights, the sky, the floor's texture, the zone outlines and the
+    HUD cost a millisecond or less each without shadows (BENCHMARKS.md, bench/bench_loop.py)."""
+
+    shadows: bool
+
+    def apply(self, scn: mujoco.MjvScene) -> None:
+        """Set this look on a scene mjv_updateScene just filled (ours, or a bare Renderer's)."""
+        scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = int(self.shadows)
+
+
+VIDEO_LOOK = Look(shadows=False)
+"""Every frame of the video: no shadows, so the video renders at ~2× the speed. Parts keep their
+shading (three lights), colours and outlines; zones their fill and outlines; the floor its grid.
+What shadows told (how high a part is above the floor) the contact sheet's front and side views
+show exactly."""
+STILL_LOOK = Look(shadows=True)
+"""The poster, the contact sheet and the last frame: a handful of pictures a job, with shadows."""
 
 
 class RenderError(InfrastructureError):
@@ -241,10 +270,11 @@ class Renderer:
         size: tuple[int, int] | None = None,
         label: str = "",
         hud: bool = True,
+        look: Look = STILL_LOOK,
     ) -> NDArray[np.uint8]:
-        """An RGB image (height × width × 3) of `d` seen from `view`, with `marks`: the parts
-        highlighted and, with `hud`, the verdict and the legend (else only `label` and the
-        time)."""
+        """An RGB image (height × width × 3) of `d` seen from `view` in `look`, with `marks`:
+        the parts highlighted and, with `hud`, the verdict and the legend (else only `label`
+        and the time)."""
         t0 = time.perf_counter()
         marks = marks or Marks()
         w, h = size or (self.width, self.height)
@@ -261,6 +291,7 @@ class Renderer:
             if tinted is not None:
                 ids, rgba = tinted
                 m.geom_rgba[ids] = rgba
+        look.apply(self._scn)
         scale_bar = None
         if box is not None:
             half = _ortho_half_height(box, view, w / h)
@@ -411,23 +442,39 @@ class Renderer:
         con = self._con
         w, h = rect.width, rect.height
         panels: list[tuple[mujoco.MjrRect, tuple[float, ...]]] = []
-        texts: list[tuple[int, str, float, float]] = []
+        texts: list[tuple[int, str, int, int]] = []
 
         def panel(x: int, y: int, pw: int, ph: int, rgba: tuple[float, ...]) -> None:
             panels.append((mujoco.MjrRect(x, y, pw, ph), rgba))
 
         def text(font: int, s: str, x: int, y: int, rgb: tuple[float, float, float]) -> None:
-            texts.append((font, s, x / w, y / h))
+            texts.append((font, s, x, y))
 
         try:
             self._hud_items(panel, text, t, marks, label, scale_bar, w, h)
-        finally:  # every panel, then every text on top (one viewport change, not one per text)
-            for r, rgba in panels:
-                mujoco.mjr_rectangle(r, *rgba)
-            # mjr_text places text relative to the last viewport: make it the whole picture.
-            mujoco.mjr_rectangle(mujoco.MjrRect(0, 0, w, h), 0, 0, 0, 0)
+        finally:
+            # mjr_text places text relative to the last viewport, which mjr_rectangle sets to
+            # its own rectangle. So each text is drawn right after the first panel that holds
+            # it, relative to that panel: no viewport of the whole picture is needed, which
+            # only an invisible full-frame rectangle could set, at ~1 ms a frame on llvmpipe.
+            inside: dict[int, list[tuple[int, str, float, float]]] = {}
+            loose: list[tuple[int, str, float, float]] = []
             for font, s, x, y in texts:
-                mujoco.mjr_text(font, s, con, x, y, 1.0, 1.0, 1.0)
+                for i, (r, _) in enumerate(panels):
+                    if r.left <= x < r.left + r.width and r.bottom <= y < r.bottom + r.height:
+                        rel = ((x - r.left) / r.width, (y - r.bottom) / r.height)
+                        inside.setdefault(i, []).append((font, s, *rel))
+                        break
+                else:
+                    loose.append((font, s, x / w, y / h))
+            for i, (r, rgba) in enumerate(panels):
+                mujoco.mjr_rectangle(r, *rgba)
+                for font, s, rx, ry in inside.get(i, []):
+                    mujoco.mjr_text(font, s, con, rx, ry, 1.0, 1.0, 1.0)
+            if loose:
+                mujoco.mjr_rectangle(mujoco.MjrRect(0, 0, w, h), 0, 0, 0, 0)
+                for font, s, rx, ry in loose:
+                    mujoco.mjr_text(font, s, con, rx, ry, 1.0, 1.0, 1.0)
 
     def _hud_items(
         self,
@@ -512,8 +559,28 @@ class Renderer:
         self.close()
 
 
+class VideoError(InfrastructureError):
+    """The H.264 encoder failed (the worker's own fault: its codec, its disk)."""
+
+    cause = "render"
+
+
+QUEUE_FRAMES = 8
+"""Frames rendered ahead of the encoder at most (8 × 640 × 480 × 3 B = 7.4 MB). A renderer
+faster than the encoder waits for it rather than growing the queue."""
+_END = None
+
+
 class VideoWriter:
-    """H.264 (yuv420p) MP4 writer fed one RGB frame at a time."""
+    """H.264 (yuv420p) MP4 writer fed one RGB frame at a time, encoding on a thread of its own.
+
+    `write` hands a frame to a bounded queue (it blocks only while the queue is full) and an
+    encoder thread converts, encodes and muxes it, so rendering and encoding overlap. Nothing
+    is dropped: every written frame is in the file once `close` returned. An encoder error is
+    raised (as VideoError, with its cause) by the next `write` or by `close`; after one, the
+    thread keeps draining the queue so no `write` blocks forever. `close` writes the stream's
+    tail and joins the thread; `abort` (a run that failed or was cancelled) joins it without
+    finishing the file. Either way no thread outlives the writer."""
 
     def __init__(self, path: Path, width: int, height: int, fps: int) -> None:
         self.path = path
@@ -524,23 +591,84 @@ class VideoWriter:
         self._stream.pix_fmt = "yuv420p"
         # 'veryfast' keeps encoding well under rendering cost; crf 23 is x264's visual default.
         self._stream.options = {"preset": "veryfast", "crf": "23"}
+        # One thread: this writer's own, beside the renderer's. x264's frame threads would
+        # only compete with llvmpipe's for the same cores (~1.4 ms of CPU a 640 × 480 frame).
+        self._stream.thread_count = 1
         self.frames = 0
         self.encode_s = 0.0
+        """Seconds the caller spent in `write` and `close`: waiting for the encoder."""
+        self.encoder_s = 0.0
+        """Seconds the encoder thread spent encoding and muxing (overlapping the render)."""
+        self._queue: queue.Queue[NDArray[np.uint8] | None] = queue.Queue(QUEUE_FRAMES)
+        self._error: BaseException | None = None
+        self._abort = threading.Event()
+        self._thread = threading.Thread(target=self._encode_all, name="h264", daemon=True)
+        self._thread.start()
+        self._open = True
 
-    def write(self, rgb: np.ndarray) -> None:
+    def _encode_all(self) -> None:
+        while True:
+            rgb = self._queue.get()
+            if rgb is _END:
+                break
+            if self._error is not None or self._abort.is_set():
+                continue  # drain: a writer never blocks on a queue nobody empties
+            t0 = time.perf_counter()
+            try:
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                for packet in self._stream.encode(frame):
+                    self._container.mux(packet)
+            except BaseException as e:  # raised in the caller's thread, by write or close
+                self._error = e
+            self.encoder_s += time.perf_counter() - t0
+        if self._error is None and not self._abort.is_set():
+            t0 = time.perf_counter()
+            try:
+                for packet in self._stream.encode():  # the encoder's tail
+                    self._container.mux(packet)
+            except BaseException as e:
+                self._error = e
+            self.encoder_s += time.perf_counter() - t0
+
+    def _raise(self) -> None:
+        e = self._error
+        if e is not None:
+            raise VideoError(f"the video could not be encoded: {type(e).__name__}: {e}") from e
+
+    def write(self, rgb: NDArray[np.uint8]) -> None:
+        """Queue one frame (the writer keeps `rgb`: pass a picture nobody writes to again)."""
+        if not self._open:
+            raise VideoError("the video is closed")
+        self._raise()
         t0 = time.perf_counter()
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        self._queue.put(rgb)
         self.frames += 1
         self.encode_s += time.perf_counter() - t0
 
-    def close(self) -> None:
+    def _finish(self, abort: bool) -> None:
+        if not self._open:
+            return
+        self._open = False
+        if abort:
+            self._abort.set()
         t0 = time.perf_counter()
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+        self._queue.put(_END)
+        self._thread.join()
+        try:
+            self._container.close()
+        except BaseException as e:
+            if self._error is None:
+                self._error = e
         self.encode_s += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Every frame encoded and the file finished; raises VideoError if any of it failed."""
+        self._finish(abort=False)
+        self._raise()
+
+    def abort(self) -> None:
+        """Stop encoding and join the thread (the file is left unfinished). Never raises."""
+        self._finish(abort=True)
 
 
 @dataclass
@@ -572,7 +700,7 @@ class Recorder:
 
     def frame(self, d: mujoco.MjData) -> None:
         assert self._writer is not None
-        self._writer.write(self.renderer.render(d, PERSPECTIVE, self.marks))
+        self._writer.write(self.renderer.render(d, PERSPECTIVE, self.marks, look=VIDEO_LOOK))
 
     def decided(self, d: mujoco.MjData, decision: Decision) -> None:
         self.marks = Marks(Banner.of(decision, self.run_label))
@@ -602,12 +730,21 @@ class Recorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+        else:
+            self.abort()
 
     def close(self) -> None:
+        """The video finished (every frame encoded); raises VideoError if encoding failed."""
         if self._writer is not None:
             self._writer.close()
-            self._writer = None
+
+    def abort(self) -> None:
+        """A run that ended in an exception (a limit, a cancel): the encoder thread joined, the
+        video left unfinished."""
+        if self._writer is not None:
+            self._writer.abort()
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:

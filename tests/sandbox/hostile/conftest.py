@@ -2,10 +2,15 @@
 and the real nsjail sandbox, then checked for the invariants that must hold after ANY job:
 
 - the worker (this process) is alive and the job's result is a clean FAIL or SUCCESS;
-- no process of the job survives (nsjail, python, grandchildren);
+- no process of the job survives (nsjail, python, grandchildren; with the warm path, the
+  job's reaper and everything in its pid namespace: only the zygote itself lives on);
 - no temp dir, no cgroup of the job is left;
 - the canaries (a secret in the worker's environment, a file in the worker's home) are
   untouched and never appear in the result or its artifacts.
+
+Every case runs through one launcher for the whole session, as a worker runs its jobs: by
+default the warm one, whose build jobs all fork from one zygote (so each case is also a case
+for the next job), and with `SIMJAIL_WARM=0` the cold one, a jail of its own per build.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import pytest
 from common.models.simulation import SimulationRequest, SimulationResult
 from worker.pipeline import run_request
 from worker.sandbox import cgroups
-from worker.settings import Settings
+from worker.sandbox.launcher import Launcher, make_launcher
+from worker.settings import Reuse, Settings
 from worker.storage.local import LocalStore
 
 SECRET_ENV = "SIMJAIL_TEST_CANARY_SECRET"
@@ -55,61 +61,92 @@ def canaries() -> Iterator[Canaries]:
         home_file.unlink(missing_ok=True)
 
 
-CODE_CPU_S = 4.0
-"""CPU seconds a hostile design's own code gets, beyond what a cold build costs here."""
+CODE_CPU_S = 5.0
+"""CPU seconds a hostile design's own code gets, beyond what a build costs here before it: the
+heaviest honest case burns one core for 4 s of wall clock (the CPU quota's case), and its first
+period may burst above the core. (At 4.0 it only fit a cold build's unused import.)"""
 WALL_MARGIN_S = 4.0
+BURN_CPU_S = 1.0
+"""CPU seconds the calibration's second design burns, to measure the CPU a busy build gets."""
+
+
+@pytest.fixture(scope="session")
+def hostile_launcher() -> Iterator[Launcher]:
+    """The session's launcher: warm unless SIMJAIL_WARM=0 (then every build is a cold jail)."""
+    env = Settings.from_env()
+    launcher = make_launcher("nsjail", env.paths.policy_root, Reuse(warm=env.reuse.warm))
+    try:
+        yield launcher
+    finally:
+        launcher.close()
 
 
 @dataclass(frozen=True)
 class Budget:
     """The suite's build budgets, calibrated when it starts, so that no case depends on this
     machine's speed: `import build123d` alone costs 2.2 s of CPU on one machine of this kind and
-    4.4 s on another, which a fixed 4 s budget cannot hold. A cold build (the import and one
-    box) is measured in a real jail; the design's code then gets CODE_CPU_S of CPU beyond it,
-    and a wall budget that a busy loop cannot reach before its CPU budget, even where the CPU
-    runs slower than the wall clock (a throttled machine)."""
+    4.4 s on another, which a fixed 4 s budget cannot hold, and a warm build (forked from the
+    zygote, the import done) costs almost nothing before the design's first line. Two builds
+    are measured in real jails of the session's launcher: a box (what a build costs before the
+    design's own code: `base_*`), and a box after BURN_CPU_S of busy loop (the CPU per wall
+    second a busy build gets here: `speed`). The design's code then gets CODE_CPU_S of CPU
+    beyond the base, and a wall budget that a busy loop cannot reach before its CPU budget, even
+    where the CPU runs slower than the wall clock (a throttled machine)."""
 
-    cold_cpu_s: float
-    cold_wall_s: float
-
-    @property
-    def speed(self) -> float:
-        """CPU seconds per wall second a busy build gets here (1 on an idle core)."""
-        return min(1.0, self.cold_cpu_s / self.cold_wall_s)
+    base_cpu_s: float
+    base_wall_s: float
+    speed: float
+    """CPU seconds per wall second a busy build gets here (1 on an idle core)."""
 
     @property
     def cpu_s(self) -> float:
-        return round(self.cold_cpu_s + CODE_CPU_S, 1)
+        return round(self.base_cpu_s + CODE_CPU_S, 1)
 
     @property
     def wall_s(self) -> float:
-        return round(self.cold_wall_s + CODE_CPU_S / self.speed + WALL_MARGIN_S, 1)
+        return round(self.base_wall_s + CODE_CPU_S / self.speed + WALL_MARGIN_S, 1)
 
     @property
     def quick_s(self) -> float:
-        """A bound on a build that ends soon after its import: it waited for no limit."""
-        return round(1.5 * self.cold_wall_s + 2.0, 1)
+        """A bound on a build that ends soon after its start: it waited for no limit."""
+        return round(1.5 * self.base_wall_s + 2.0, 1)
 
 
-@pytest.fixture(scope="session")
-def budget(tmp_path_factory: pytest.TempPathFactory) -> Budget:
-    """Measured once: a design that imports build123d and returns a box, in the real jail."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("calibration"), sandbox="nsjail")
+def _calibration_build(
+    launcher: Launcher, settings: Settings, store: LocalStore, code: str
+) -> dict[str, float]:
     request = SimulationRequest.model_validate(
         {
-            "request_id": "hostile-calibration",
-            "design": {
-                "code": "from build123d import Box, Pos\nresult = Pos(0, 0, 9) * Box(9, 9, 9)"
-            },
+            "request_id": f"hostile-calibration-{uuid.uuid4().hex[:6]}",
+            "design": {"code": code},
             "options": {"render": False, "duration_s": 0.1},
         }
     )
-    store = LocalStore(tmp_path_factory.mktemp("calibration-artifacts"))
-    result = run_request(request, settings, store)
+    result = run_request(request, settings, store, launcher=launcher)
     assert result.outcome == "SUCCESS", result.reason
-    res = result.metrics["resources"]["build_design"]
-    measured = Budget(cold_cpu_s=res["cpu_s"], cold_wall_s=res["wall_s"])
-    print(f"\nhostile budgets: {measured} → cpu {measured.cpu_s} s, wall {measured.wall_s} s")
+    res: dict[str, float] = result.metrics["resources"]["build_design"]
+    return res
+
+
+@pytest.fixture(scope="session")
+def budget(tmp_path_factory: pytest.TempPathFactory, hostile_launcher: Launcher) -> Budget:
+    """Measured once, in real jails of the session's launcher (see Budget)."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("calibration"), sandbox="nsjail")
+    store = LocalStore(tmp_path_factory.mktemp("calibration-artifacts"))
+    box = "from build123d import Box, Pos\nresult = Pos(0, 0, 9) * Box(9, 9, 9)\n"
+    burn = (
+        "import time\nt = time.process_time()\n"
+        f"while time.process_time() - t < {BURN_CPU_S}:\n    pass\n" + box
+    )
+    base = _calibration_build(hostile_launcher, settings, store, box)
+    busy = _calibration_build(hostile_launcher, settings, store, burn)
+    extra_wall = max(busy["wall_s"] - base["wall_s"], 0.1)
+    speed = min(1.0, max(0.1, (busy["cpu_s"] - base["cpu_s"]) / extra_wall))
+    measured = Budget(base_cpu_s=base["cpu_s"], base_wall_s=base["wall_s"], speed=speed)
+    print(
+        f"\nhostile budgets ({hostile_launcher.name}): {measured} → cpu {measured.cpu_s} s, "
+        f"wall {measured.wall_s} s"
+    )
     return measured
 
 
@@ -133,15 +170,18 @@ nsjail, the venv's interpreter for the jailed process): jobs of another checkout
 running on the same machine are not this suite's business."""
 
 
-def _job_processes(started: float) -> list[psutil.Process]:
+def _job_processes(started: float, launcher: Launcher) -> list[psutil.Process]:
     """Processes started during the job that belong to one of its jails: descendants of this
-    process, or (reparented, e.g. a daemonised grandchild) jail processes of this checkout."""
+    process, or (reparented, e.g. a daemonised grandchild) jail processes of this checkout.
+    The zygotes' own processes (nsjail and the zygote, never a job's) are the launcher's, not
+    the job's; their descendants are not exempt: a job's reaper or a process it left counts."""
     me = psutil.Process()
     own = {p.pid for p in me.children(recursive=True)}
+    zygotes = set(getattr(launcher, "zygote_pids", list)())
     found = []
     for p in psutil.process_iter(["pid", "name", "cmdline", "create_time", "uids"]):
         try:
-            if p.info["create_time"] < started - 1 or p.pid == me.pid:
+            if p.info["create_time"] < started - 1 or p.pid == me.pid or p.pid in zygotes:
                 continue
             cmd = " ".join(p.info["cmdline"] or [])
             ours = CHECKOUT in cmd and ("nsjail" in cmd or "worker.sandbox." in cmd)
@@ -154,14 +194,19 @@ def _job_processes(started: float) -> list[psutil.Process]:
 
 
 def _leftover_cgroups() -> list[Path]:
-    """Per-job cgroups of this process (they are named `<worker pid>-<jail>-<uuid>`)."""
+    """Per-job cgroups of this process (they are named `<worker pid>-<jail>-<uuid>`; the
+    zygote's own, `<worker pid>-zygote-<uuid>`, belong to the launcher, not to a job)."""
     out = []
     for top in (
         cgroups.ROOT / "memory" / cgroups.PARENT,
         cgroups.ROOT / "pids" / cgroups.PARENT,
     ):
         if top.is_dir():
-            out += [d for d in top.glob(f"{os.getpid()}-*") if d.is_dir()]
+            out += [
+                d
+                for d in top.glob(f"{os.getpid()}-*")
+                if d.is_dir() and not d.name.startswith(f"{os.getpid()}-zygote-")
+            ]
     return out
 
 
@@ -184,7 +229,7 @@ RunDesign = Callable[..., SimulationResult]
 
 @pytest.fixture
 def run_design(
-    hostile_settings: Settings, canaries: Canaries, tmp_path: Path
+    hostile_settings: Settings, hostile_launcher: Launcher, canaries: Canaries, tmp_path: Path
 ) -> Iterator[RunDesign]:
     """`run_design(code, **request_fields)` → SimulationResult, checking every invariant."""
     store_dir = tmp_path / "artifacts"
@@ -200,10 +245,12 @@ def run_design(
                 **fields,
             }
         )
-        result = run_request(request, hostile_settings, LocalStore(store_dir))
+        result = run_request(
+            request, hostile_settings, LocalStore(store_dir), launcher=hostile_launcher
+        )
         # Nothing of the job survives it.
         deadline = time.time() + 5
-        while (left := _job_processes(started)) and time.time() < deadline:
+        while (left := _job_processes(started, hostile_launcher)) and time.time() < deadline:
             time.sleep(0.1)
         assert not left, f"processes left behind: {[p.info for p in left]}"
         assert _simjail_tmp() <= before_tmp, "a job temp dir was left behind"

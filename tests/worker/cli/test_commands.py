@@ -57,9 +57,12 @@ FILES = {
         import os
 
         def build():
-            # Where the jail mounted the job from: field 4 of /job's line in mountinfo.
+            # Where the jail mounted the job from: field 4 of /job's line in mountinfo (a
+            # cold jail's bind), or the source of a warm job's /job tmpfs (which names it).
             with open("/proc/self/mountinfo") as f:
-                job = [ln.split()[3] for ln in f if ln.split()[4] == "/job"]
+                lines = [ln.split() for ln in f if ln.split()[4] == "/job"]
+            f = lines[0]
+            job = [f[3] if f[3] != "/" else f[f.index("-") + 2]]
             raise RuntimeError(f"cwd={os.getcwd()} job={job[0]}")
         """,
     "_scratch.py": """\

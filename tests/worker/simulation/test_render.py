@@ -209,3 +209,74 @@ def test_a_state_of_nan_is_drawn_without_an_error(bd: Any, scene_of: Any) -> Non
     with Renderer(scene, obj, 160, 120) as r:
         assert r.render(d, marks=marks).shape == (120, 160, 3)
         assert r.contact_sheet(d, marks).shape == (242, 322, 3)
+
+
+def _encoders() -> list[Any]:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "h264"]
+
+
+def _frame(i: int, w: int = 64, h: int = 48) -> Any:
+    rgb = np.zeros((h, w, 3), dtype=np.uint8)
+    rgb[:, : (i * 3) % w] = 255  # each frame differs, so none is a copy of the last
+    return rgb
+
+
+def test_the_encoder_thread_loses_no_frame_and_ends_with_the_writer(tmp_path: Path) -> None:
+    """More frames than the queue holds, written faster than they are encoded: all are in the
+    file, in order, and the thread is gone after close."""
+    from worker.simulation.render import QUEUE_FRAMES, VideoWriter
+
+    n = QUEUE_FRAMES * 5
+    w = VideoWriter(tmp_path / "v.mp4", 64, 48, 30)
+    assert len(_encoders()) == 1
+    for i in range(n):
+        w.write(_frame(i))
+    w.close()
+    assert _encoders() == [] and w.frames == n
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+    assert len(decoded) == n
+    bright = [int((f[24].mean(axis=1) > 128).sum()) for f in decoded]  # columns lit, row 24
+    assert all(abs(b - (i * 3) % 64) <= 2 for i, b in enumerate(bright))
+
+
+def test_an_encoder_error_reaches_the_caller_and_leaves_no_thread(tmp_path: Path) -> None:
+    """A frame the encoder refuses (floats, not bytes): the error is raised in the render
+    thread, as the worker's own fault, and the writer's thread is gone."""
+    import pytest
+
+    from worker.errors import InfrastructureError
+    from worker.simulation.render import QUEUE_FRAMES, VideoError, VideoWriter
+
+    w = VideoWriter(tmp_path / "v.mp4", 64, 48, 30)
+    w.write(_frame(0))
+    w.write(np.zeros((48, 64, 3), dtype=np.float64))  # a frame of floats
+    with pytest.raises(VideoError, match="could not be encoded") as e:
+        for i in range(QUEUE_FRAMES * 4):  # never blocks on a queue nobody empties
+            w.write(_frame(i))
+        w.close()
+    assert isinstance(e.value, InfrastructureError) and e.value.cause == "render"
+    w.abort()  # after a failure: nothing left to do, and no error
+    assert _encoders() == []
+
+
+def test_a_run_that_raises_joins_the_encoder(bd: Any, scene_of: Any, tmp_path: Path) -> None:
+    """A run that ends in an exception (a limit, a cancel) leaves the Recorder by abort: the
+    thread joined, the exception the run's own."""
+    import mujoco
+    import pytest
+
+    from worker.simulation.render import Recorder, Renderer
+
+    scene, obj, _ = scene_of(dropped(bd))
+    d = mujoco.MjData(scene.model)
+    mujoco.mj_forward(scene.model, d)
+    with Renderer(scene, obj, 64, 48) as r:
+        with pytest.raises(KeyboardInterrupt), Recorder(r, tmp_path / "v.mp4", 30) as rec:
+            for _ in range(20):
+                rec.frame(d)
+            assert rec.frames == 20
+            raise KeyboardInterrupt
+        assert _encoders() == []

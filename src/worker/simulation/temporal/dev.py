@@ -28,6 +28,7 @@ from typing import IO
 
 from common.models.simulation import SimulationRequest, SimulationResult
 from worker.errors import InfrastructureError
+from worker.sandbox.launcher import Launcher
 from worker.settings import Settings
 from worker.simulation.temporal import client as simclient
 from worker.simulation.temporal.shared import (
@@ -207,6 +208,28 @@ async def run_dev(
     check_port_free(port, "frontend")  # before anything starts (and before the probe)
     check_port_free(ui_port, "web UI")
     launcher = prepare_worker(settings)  # fail closed before starting anything
+    try:
+        return await _serve_dev(settings, launcher, port, ui_port, db_filename, demo, slots,
+                                graceful_shutdown_s, metrics_port, metrics_host, say,
+                                on_server)  # fmt: skip
+    finally:
+        launcher.close()  # its zygote
+
+
+async def _serve_dev(
+    settings: Settings,
+    launcher: Launcher,
+    port: int,
+    ui_port: int,
+    db_filename: Path | None,
+    demo: SimulationRequest | None,
+    slots: int | None,
+    graceful_shutdown_s: float,
+    metrics_port: int | None,
+    metrics_host: str,
+    say: Callable[[str], None],
+    on_server: Callable[[int], None] | None,
+) -> DemoRun | None:
     db = db_filename or settings.paths.data_dir / "temporal-dev.db"
     server_log = db.with_name(db.stem + ".log")
     server = DevServer(port, db=db, ui_port=ui_port, log=server_log)

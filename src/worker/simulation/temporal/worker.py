@@ -39,6 +39,7 @@ from worker.errors import InfrastructureError
 from worker.job.workdir import remove_stale_job_dirs
 from worker.metrics import MetricsServer, free_loopback_port
 from worker.sandbox.launcher import Launcher, make_launcher
+from worker.sandbox.zygote import WarmLauncher
 from worker.settings import Settings
 from worker.simulation.temporal.activities import SimulationActivities
 from worker.simulation.temporal.client import make_runtime
@@ -87,10 +88,20 @@ def prepare_worker(settings: Settings) -> Launcher:
             f"this worker's jail budgets do not fit SimulationWorkflow's timeouts ({misfit}); "
             "lower them, or the workflow would end jobs before their jails' limits fire"
         )
-    launcher = make_launcher(settings.sandbox, settings.paths.policy_root)
-    cleanup_dead_workers(launcher)
-    probed = probe(launcher, "physics")
-    log.info("worker.render_probe", launcher=launcher.name, wall_s=probed.wall_s)
+    launcher = make_launcher(settings.sandbox, settings.paths.policy_root, settings.reuse)
+    cleanup_dead_workers(launcher)  # first: it removes every group named after this pid too
+    try:
+        if isinstance(launcher, WarmLauncher):
+            launcher.prewarm()  # it imports while the physics jail renders
+        probed = probe(launcher, "physics")
+        log.info("worker.render_probe", launcher=launcher.name, wall_s=probed.wall_s)
+        if isinstance(launcher, WarmLauncher):
+            # Serve once the zygote is ready (a few seconds: the import), or knowing it is
+            # not: then builds go to cold jails, loudly, until it is.
+            log.info("worker.zygote", ready=launcher.wait_ready())
+    except BaseException:
+        launcher.close()  # a worker that cannot serve leaves no zygote behind
+        raise
     return launcher
 
 
@@ -103,7 +114,7 @@ def cleanup_dead_workers(launcher: Launcher) -> dict[str, object]:
     from worker.sandbox.nsjail import remove_stale_cgroups
 
     t = time.monotonic()
-    groups = remove_stale_cgroups() if launcher.name == "nsjail" else []
+    groups = remove_stale_cgroups() if launcher.policy is not None else []
     dirs = remove_stale_job_dirs()
     took = round(time.monotonic() - t, 3)
     if groups or dirs:
@@ -211,11 +222,32 @@ async def run_worker(
     """Run a worker until `stop` is set or SIGTERM/SIGINT arrives, then shut it down: running
     jobs get `graceful_shutdown_s` to finish, then are cancelled (jails killed and reaped).
     Without a `launcher`, `prepare_worker` makes one (cleaning up after dead workers); pass one
-    from `prepare_worker` to fail before connecting. Raises InfrastructureError when the
-    namespace lacks the search attributes."""
+    from `prepare_worker` to fail before connecting (the caller then closes it). Raises
+    InfrastructureError when the namespace lacks the search attributes."""
+    owned = launcher is None
     if launcher is None:
         launcher = prepare_worker(settings)
-    await check_search_attributes(client)
+    try:
+        await check_search_attributes(client)
+        await _serve(client, settings, launcher, task_queue, slots, heartbeat_interval_s,
+                     graceful_shutdown_s, stop, on_ready, metrics_url)  # fmt: skip
+    finally:
+        if owned:
+            launcher.close()  # its zygote
+
+
+async def _serve(
+    client: Client,
+    settings: Settings,
+    launcher: Launcher,
+    task_queue: str,
+    slots: int | None,
+    heartbeat_interval_s: float,
+    graceful_shutdown_s: float,
+    stop: asyncio.Event | None,
+    on_ready: Callable[[], Awaitable[None]] | None,
+    metrics_url: str | None,
+) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []

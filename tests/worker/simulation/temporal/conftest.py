@@ -100,4 +100,5 @@ def temporal(temporal_server: Server) -> Iterator[Temporal]:
     finally:
         temporal_server.loop.call_soon_threadsafe(stop.set)
         served.result(120)
+        launcher.close()  # its zygote
         shutil.rmtree(data, ignore_errors=True)

@@ -90,15 +90,22 @@ async def _poll_heartbeats(
 
 
 def _jails_of_this_process() -> list[str]:
-    found = []
+    """Jails (and jailed processes) this process started, but for the worker's zygote itself
+    (its nsjail and the zygote, which live as long as the worker): a job's reaper or job, their
+    descendants, count."""
+    procs = []
     for p in psutil.Process().children(recursive=True):
         try:
-            cmd = " ".join(p.cmdline())
+            procs.append((p.pid, p.ppid(), " ".join(p.cmdline())))
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        if "nsjail" in cmd or "worker.sandbox" in cmd:
-            found.append(f"{p.pid}: {cmd[:200]}")
-    return found
+    zygote_jails = {pid for pid, _, cmd in procs if "sandbox/zygote.cfg" in cmd}
+    zygotes = {pid for pid, ppid, _ in procs if ppid in zygote_jails}
+    return [
+        f"{pid}: {cmd[:200]}"
+        for pid, _, cmd in procs
+        if pid not in zygote_jails | zygotes and ("nsjail" in cmd or "worker.sandbox" in cmd)
+    ]
 
 
 def _job_dirs(request: SimulationRequest) -> list[Path]:
