@@ -79,8 +79,13 @@ ENTRYPOINT ["/opt/moto/bin/python", "/opt/moto/devstore.py"]
 FROM system AS runtime
 COPY --from=builder /opt/simjail /opt/simjail
 # simjail itself, installed from its wheel into site-packages (not editable): its own layer.
-RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    /opt/simjail/bin/pip install --no-cache-dir --disable-pip-version-check -q --no-deps /wheels/*.whl
+# The wheel is COPYed, not bind-mounted: buildah keys a RUN's cache on its command line, not on
+# a mount's content, so a bind-mounted new wheel once reused the layer of an old one (the image
+# judged with yesterday's code; tests/deploy checks the image's code is the checkout's).
+COPY --from=wheel /wheels /tmp/wheels
+RUN /opt/simjail/bin/pip install --no-cache-dir --disable-pip-version-check -q --no-deps \
+      /tmp/wheels/*.whl \
+ && rm -rf /tmp/wheels
 # The policy is data beside the code: sandbox/*.cfg and seccomp/*.kafel (SIMJAIL_POLICY_DIR).
 COPY sandbox /opt/simjail/policy/sandbox
 COPY seccomp /opt/simjail/policy/seccomp

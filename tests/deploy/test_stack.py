@@ -18,6 +18,7 @@ import asyncio
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import socket
 import ssl
@@ -444,3 +445,30 @@ def test_the_image_runs_simjail_as_a_non_root_user_by_default(images: dict[str, 
     ).stdout.split()  # fmt: skip
     assert where[0].startswith("/opt/simjail/lib/python3") and "site-packages" in where[0]
     assert where[1] == "True"
+
+
+_TREE_DIGEST = """
+import hashlib, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+h = hashlib.sha256()
+for p in sorted(root.rglob("*.py")):
+    if "__pycache__" not in p.parts:
+        h.update(p.relative_to(root).as_posix().encode() + b"\\0" + p.read_bytes())
+print(h.hexdigest())
+"""
+
+
+def test_the_image_holds_the_checkouts_code(images: dict[str, float]) -> None:
+    """A RUN that bind-mounted the new wheel once kept the cached layer of an old one: the stack
+    judged with code the checkout no longer had (its requests were refused as unknown fields)."""
+    ours = {}
+    for pkg in ("worker", "common"):
+        argv = [sys.executable, "-c", _TREE_DIGEST, str(ROOT / "src" / pkg)]
+        ours[pkg] = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+    for pkg, digest in ours.items():
+        site = f"$(python3 -c 'import {pkg}, os; print(os.path.dirname({pkg}.__file__))')"
+        r = podman(
+            "run", "--rm", *ULIMITS, "--entrypoint", "sh", IMAGE, "-c",
+            f"python3 -c {shlex.quote(_TREE_DIGEST)} {site}",
+        )  # fmt: skip
+        assert r.stdout.strip() == digest, pkg
