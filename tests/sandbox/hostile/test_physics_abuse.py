@@ -97,7 +97,7 @@ def test_interpenetrating_parts_are_initial_penetration(run_design: RunDesign) -
         options={"duration_s": 2},
     )
     assert r.failure == FailureKind.INITIAL_PENETRATION
-    assert r.reason == "Parts 'a' and 'b' overlap by 15.0 mm at t=0."
+    assert r.reason == "Part 'a' and part 'b' overlap by 15.0 mm at t=0."
 
 
 def test_densest_part_dropped_on_the_lightest_does_not_explode(run_design: RunDesign) -> None:
@@ -142,7 +142,8 @@ def test_absurd_motor_force_is_physics_instability(run_design: RunDesign) -> Non
         objectives={"actuator_caps": {"max_force": 1e13}},
     )
     assert r.failure == FailureKind.PHYSICS_INSTABILITY
-    assert r.reason.startswith("The simulation diverged at t=0.01 s (")
+    # Judged after every step: the first step's state already diverged.
+    assert r.reason.startswith("The simulation diverged at t=0.00 s (")
 
 
 def test_control_beyond_mujoco_range_is_physics_instability(run_design: RunDesign) -> None:
@@ -166,7 +167,7 @@ def test_control_beyond_mujoco_range_is_physics_instability(run_design: RunDesig
         objectives={"actuator_caps": {"max_force": 1e13}},
     )
     assert r.failure == FailureKind.PHYSICS_INSTABILITY
-    assert r.reason == "The simulation diverged at t=0.01 s (mjWARN_BADCTRL)."
+    assert r.reason == "The simulation diverged at t=0.00 s (mjWARN_BADCTRL)."
 
 
 def test_part_too_light_for_mujoco_is_invalid_geometry(run_design: RunDesign) -> None:
