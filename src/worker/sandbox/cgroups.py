@@ -82,6 +82,30 @@ def _mount_root(controller: str, mountinfo: Path) -> str:
     return ""
 
 
+def cpu_ceiling_ms_per_sec(root: Path = ROOT) -> int | None:
+    """The CPU (ms per second of wall) that this process's own CPU group, and every group
+    above it, allows; None when none is limited. On cgroup v1 a group's quota may not exceed
+    its parent's (the kernel answers EINVAL and nsjail cannot start), so a jail inside a
+    worker held to half a core (`./dev slow-test`, a container's --cpus) gets at most that."""
+    if version(root) != 1:
+        return None  # v2: a child may ask for more; it simply gets no more than its parent
+    top = root / "cpu"
+    d = top / own_cgroup("cpu")
+    best: int | None = None
+    while True:
+        try:
+            quota = int((d / "cpu.cfs_quota_us").read_text())
+            period = int((d / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            quota, period = -1, 1
+        if quota > 0:
+            allowed = quota * 1000 // period
+            best = allowed if best is None else min(best, allowed)
+        if d == top or top not in d.parents:
+            return best
+        d = d.parent
+
+
 @dataclass
 class JobCgroups:
     """The parent cgroups of one job. `relative` is what nsjail's --cgroup_*_parent takes."""
@@ -99,6 +123,9 @@ class JobCgroups:
         """What nsjail's --cgroup_mem_parent and --cgroup_pids_parent take."""
         self.cpu_relative = "/".join(p for p in (own_cgroup("cpu"), PARENT, self.job) if p)
         """What --cgroup_cpu_parent takes: under this process's own CPU group."""
+        self.cpu_ceiling = cpu_ceiling_ms_per_sec(self.root)
+        if self.cpu_ms_per_sec and self.cpu_ceiling is not None:
+            self.cpu_ms_per_sec = min(self.cpu_ms_per_sec, self.cpu_ceiling)
         self.v = version(self.root)
         if self.v == 1:
             self.dirs = [
@@ -108,6 +135,13 @@ class JobCgroups:
             ]
         else:
             self.dirs = [self.root / self.relative]
+
+    def cpu_args(self, policy_ms_per_sec: int) -> list[str]:
+        """nsjail's --cgroup_cpu_ms_per_sec when the policy's is more than this process's own
+        group allows (nothing otherwise: the policy file's value stands)."""
+        if self.cpu_ceiling is None or not 0 < self.cpu_ceiling < policy_ms_per_sec:
+            return []
+        return ["--cgroup_cpu_ms_per_sec", str(self.cpu_ceiling)]
 
     def create(self) -> None:
         try:

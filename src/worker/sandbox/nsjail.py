@@ -345,6 +345,7 @@ class NsjailLauncher:
             "--cgroup_mem_parent", cg.relative,
             "--cgroup_pids_parent", cg.relative,
             "--cgroup_cpu_parent", cg.cpu_relative,
+            *cg.cpu_args(self.policy.cpu_ms_per_sec(spec.jail)),
             # Plumbing: nsjail's log on its own pipe, the frame pipe passed through.
             "--log_fd", str(log_fd),
             "--pass_fd", str(frame_fd),

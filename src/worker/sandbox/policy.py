@@ -78,6 +78,11 @@ class Policy:
             out[key] = int(m.group(1))
         return out
 
+    def cpu_ms_per_sec(self, jail: str) -> int:
+        """The jail's `cgroup_cpu_ms_per_sec` (0: no CPU quota)."""
+        m = re.search(r"^cgroup_cpu_ms_per_sec:\s*(\d+)", self.config(jail).read_text(), re.M)
+        return int(m.group(1)) if m else 0
+
     def seccomp_file(self, jail: str) -> Path:
         text = self.config(jail).read_text()
         m = re.search(r'^seccomp_policy_file:\s*"([^"]+)"', text, re.M)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from worker.errors import InfrastructureError
 from worker.owners import mark_owner
+from worker.sandbox.cgroups import cpu_ceiling_ms_per_sec
 from worker.sandbox.container import advice
 from worker.sandbox.launcher import Launcher, LaunchSpec, Prepared
 from worker.sandbox.policy import Policy, Promise, promise
@@ -252,5 +253,8 @@ def _compare(want: Promise, p: Probed) -> list[tuple[str, bool, str]]:
         for key in ("cgroup_mem_max", "cgroup_pids_max"):
             check(f"cgroup {key}", p.limits[key], p.cgroups.get(key))
         cpu = want.cgroup_cpu_ms_per_sec or None
+        ceiling = cpu_ceiling_ms_per_sec()  # a worker held to less gives its jails no more
+        if cpu is not None and ceiling is not None:
+            cpu = min(cpu, ceiling)
         check("cgroup cgroup_cpu_ms_per_sec", cpu, p.cgroups.get("cgroup_cpu_ms_per_sec"))
     return out

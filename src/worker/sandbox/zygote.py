@@ -183,6 +183,7 @@ class Zygote:
             "--cgroup_mem_parent", self.cgroups.relative,
             "--cgroup_pids_parent", self.cgroups.relative,
             "--cgroup_cpu_parent", self.cgroups.cpu_relative,
+            *self.cgroups.cpu_args(self.policy.cpu_ms_per_sec(ZYGOTE)),
             "--log_fd", str(out_w),
             "--pass_fd", str(fd),
             "--", str(cold.python), "-I", "-m", "worker.sandbox.zygote_child",

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from worker.sandbox import cgroups
 from worker.sandbox.cgroups import own_cgroup
 
 CONTAINER = "/libpod_parent/libpod-77e6"
@@ -47,3 +50,38 @@ def test_unreadable_files_mean_the_root(tmp_path: Path) -> None:
     assert own_cgroup("cpu", tmp_path / "absent", tmp_path / "absent") == ""
     cgroup, _ = _files(tmp_path, "/a/b", "/")
     assert own_cgroup("cpu", cgroup, tmp_path / "absent") == "a/b"
+
+
+def _tree(root: Path, quotas: dict[str, int]) -> None:
+    """A fake v1 cpu hierarchy: each group with its quota (µs per 100 ms period, -1 none)."""
+    for group, quota in quotas.items():
+        d = root / "cpu" / group
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cpu.cfs_period_us").write_text("100000\n")
+        (d / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+
+
+def test_a_jail_gets_no_more_cpu_than_the_workers_own_group_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `./dev slow-test` (half a core) nsjail's one-core quota inside the worker's group
+    was refused by the kernel (EINVAL) and no jail started."""
+    _tree(tmp_path, {"": -1, "slow": 50_000, "slow/inner": -1})
+    monkeypatch.setattr(cgroups, "own_cgroup", lambda controller: "slow/inner")
+    assert cgroups.cpu_ceiling_ms_per_sec(tmp_path) == 500
+    cg = cgroups.JobCgroups(job="1-build-x", memory_bytes=1, pids_max=1, root=tmp_path,
+                            cpu_ms_per_sec=1000)  # fmt: skip
+    assert cg.cpu_ms_per_sec == 500  # a warm build's own quota
+    assert cg.cpu_args(1000) == ["--cgroup_cpu_ms_per_sec", "500"]  # a cold jail's nsjail
+    assert cg.cpu_args(200) == []  # a policy tighter than the worker's group stands
+
+
+def test_honest_twin_an_unlimited_worker_leaves_the_policys_cpu_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tree(tmp_path, {"": -1, "w": -1})
+    monkeypatch.setattr(cgroups, "own_cgroup", lambda controller: "w")
+    assert cgroups.cpu_ceiling_ms_per_sec(tmp_path) is None
+    cg = cgroups.JobCgroups(job="1-build-x", memory_bytes=1, pids_max=1, root=tmp_path,
+                            cpu_ms_per_sec=1000)  # fmt: skip
+    assert cg.cpu_ms_per_sec == 1000 and cg.cpu_args(1000) == []
