@@ -82,7 +82,7 @@ def build():
 )
 
 PROBE = """
-import json, sys, tempfile, threading, time, uuid
+import json, shutil, sys, tempfile, threading, time, uuid
 from pathlib import Path
 import psutil
 from common.models.simulation import SimulationRequest
@@ -123,6 +123,7 @@ for t in threads: t.start()
 for t in threads: t.join()
 done.set()
 print(json.dumps({"idle_mb": idle / 2**20, "peak_mb": peak / 2**20, "results": results}))
+shutil.rmtree(root, ignore_errors=True)  # the probe's data dir: nothing left behind
 """
 
 
