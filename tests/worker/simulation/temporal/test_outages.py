@@ -266,7 +266,14 @@ def test_submit_wait_json_rides_out_a_server_restart(
     """`simjail submit --wait --json` while the server is stopped for 12 s and restarted on the
     same database and port: it waits, exits 0 with exactly one JSON object on stdout, and
     every line on its stderr is JSON (its own warnings and the Temporal SDK's)."""
-    workers.start()
+    _, worker_log = workers.start()
+    # Connected before the outage: held to half a core the worker's start-up (probes, zygote)
+    # once outlasted a fixed sleep, met the stopped server and exited (it does not wait for a
+    # server it never reached; only for one it loses).
+    deadline = time.monotonic() + 600
+    while b'"worker.start"' not in worker_log.read_bytes():
+        assert time.monotonic() < deadline, worker_log.read_text()[-2000:]
+        time.sleep(0.2)
     design = tmp_path / "late.py"
     until = time.time() + 15
     design.write_text(f"import time\nwhile time.time() < {until}:\n    time.sleep(0.05)\n" + DROP)
