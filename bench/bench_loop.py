@@ -29,24 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import mujoco
-from build123d import Box, Pos, Sphere
 
 from common.models.simulation import Objectives, SimOptions
+from worker.bench.scene import pile  # the same 5/20/100-part pile `simjail bench` measures
 from worker.simulation.builder import build_scene
 from worker.simulation.cad import extract_geometry
 from worker.simulation.loop import SimulationLoop
 from worker.simulation.render import scene_camera
-
-
-def pile(n: int) -> list[object]:
-    """n parts dropped in a loose grid: boxes and spheres that collide as they settle."""
-    parts = []
-    for i in range(n):
-        x, y, z = (i % 5) * 60 - 120, ((i // 5) % 5) * 60 - 120, 40 + (i // 25) * 60 + (i % 3) * 15
-        s = Pos(x, y, z) * (Box(40, 40, 40) if i % 2 else Sphere(20))
-        s.label = f"p{i}"
-        parts.append(s)
-    return parts
 
 
 def bare_steps_per_s(m: mujoco.MjModel, steps: int) -> float:
